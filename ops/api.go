@@ -1,0 +1,40 @@
+package ops
+
+// Public API of the ops package. STUB bodies are replaced by the ops work;
+// signatures are the contract cmd/kuma-cp codes against.
+
+import (
+	"context"
+	"log/slog"
+	"net/http"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/kuma-ha/kuma-ha/cluster"
+	"github.com/kuma-ha/kuma-ha/fsm"
+)
+
+// Backend is what the API needs from the cluster layer (cluster.Node implements it).
+type Backend interface {
+	Apply(ctx context.Context, cmd fsm.Command) (*fsm.Result, error)
+	ConsistentRead(ctx context.Context) error
+	Ready() (bool, string)
+	Status() cluster.Status
+	ClusterID() string
+	RemoveReplica(ctx context.Context, name string) error
+}
+
+// Config of the API server.
+type Config struct {
+	Hostname    string // replica name, shown in GET /
+	Version     string
+	Mode        string // standalone, global, zone
+	MaxBodySize int64  // bytes; larger bodies get 400 (default 1 MiB)
+	Logger      *slog.Logger
+	Registry    *prometheus.Registry // request metrics are registered here; /metrics serves it
+}
+
+// NewHandler returns the HTTP handler of the REST API, /ready, /cluster and /metrics.
+func NewHandler(cfg Config, state *fsm.FSM, backend Backend) http.Handler {
+	return http.NotFoundHandler()
+}
