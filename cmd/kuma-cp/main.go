@@ -1,0 +1,192 @@
+// Command kuma-cp is one replica of the control plane: wiring only
+// (flags → config → construct → run → signal → close).
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/spf13/cobra"
+
+	"github.com/kuma-ha/kuma-ha/cluster"
+	"github.com/kuma-ha/kuma-ha/cmd/internal/version"
+	"github.com/kuma-ha/kuma-ha/fsm"
+	"github.com/kuma-ha/kuma-ha/ops"
+)
+
+func main() {
+	if err := newRootCmd().Execute(); err != nil {
+		fmt.Fprintln(os.Stderr, "Error:", err)
+		os.Exit(1)
+	}
+}
+
+func newRootCmd() *cobra.Command {
+	root := &cobra.Command{
+		Use:           "kuma-cp",
+		Short:         "Highly available, Raft-replicated Kuma control plane",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.AddCommand(newRunCmd(), &cobra.Command{
+		Use:   "version",
+		Short: "Print the version",
+		Run: func(cmd *cobra.Command, _ []string) {
+			fmt.Fprintf(cmd.OutOrStdout(), "kuma-cp %s\n", version.Get())
+		},
+	})
+	return root
+}
+
+func newRunCmd() *cobra.Command {
+	cfg := DefaultConfig()
+	var configFile string
+	cmd := &cobra.Command{
+		Use:   "run",
+		Short: "Run a control plane replica",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			file, err := readConfigFile(configFile, cmd.Flags())
+			if err != nil {
+				return err
+			}
+			if err := fillUnset(cmd.Flags(), file, os.Getenv); err != nil {
+				return err
+			}
+			if cfg.AdvertiseHost == "" {
+				cfg.AdvertiseHost = defaultAdvertiseHost()
+			}
+			if err := cfg.Validate(); err != nil {
+				return err
+			}
+			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
+			defer stop()
+			return run(ctx, cfg)
+		},
+	}
+	cmd.Flags().StringVar(&configFile, "config", os.Getenv("KUMA_CONFIG"), "YAML file whose keys are flag names (flags and KUMA_* environment variables win over it)")
+	cfg.bindFlags(cmd.Flags())
+	return cmd
+}
+
+func parseLevel(s string) (slog.Level, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(s)); err != nil {
+		return 0, fmt.Errorf("--log-level: %q is not one of debug, info, warn, error", s)
+	}
+	return l, nil
+}
+
+// run starts one replica and blocks until ctx is cancelled (SIGTERM/SIGINT)
+// or a component fails, then shuts everything down.
+func run(ctx context.Context, cfg Config) error {
+	level, _ := parseLevel(cfg.LogLevel)
+	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})).With("replica", cfg.Name)
+	slog.SetDefault(logger)
+
+	if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
+		return fmt.Errorf("--data-dir: %w", err)
+	}
+
+	state := fsm.New(fsm.Options{Logger: logger.With("component", "fsm")})
+
+	cc := cfg.clusterConfig()
+	cc.Version = version.Get()
+	cc.Logger = logger.With("component", "cluster")
+	node, err := cluster.New(cc, state)
+	if err != nil {
+		return fmt.Errorf("cluster: %w", err)
+	}
+	node.RunWhileLeader("default-mesh", func(ctx context.Context) { ensureDefaultMesh(ctx, node, logger) })
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	for _, c := range node.Collectors() {
+		reg.MustRegister(c)
+	}
+	handler := ops.NewHandler(ops.Config{
+		Hostname:    cfg.Name,
+		Version:     version.Get(),
+		Mode:        cfg.Mode,
+		MaxBodySize: cfg.MaxBodySize,
+		Logger:      logger.With("component", "api"),
+		Registry:    reg,
+	}, state, node)
+
+	apiLn, err := net.Listen("tcp", cfg.APIAddr)
+	if err != nil {
+		return fmt.Errorf("--api-addr: %w", err)
+	}
+	api := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second}
+	apiErr := make(chan error, 1)
+	go func() { apiErr <- api.Serve(apiLn) }()
+
+	if err := node.Start(ctx); err != nil {
+		_ = api.Close()
+		<-apiErr
+		return fmt.Errorf("cluster: %w", err)
+	}
+	logger.Info("control plane started", "api", apiLn.Addr().String(), "raft", cfg.RaftAddr,
+		"gossip", cfg.GossipAddr, "advertise", cfg.AdvertiseHost, "bootstrapExpect", cfg.BootstrapExpect,
+		"join", strings.Join(cfg.Join, ","), "version", version.Get())
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+		logger.Info("stopping")
+	case err := <-apiErr:
+		runErr = fmt.Errorf("api server: %w", err)
+	}
+
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
+	defer cancel()
+	// Raft first: a leader hands leadership over while the API still answers
+	// (requests in flight get forwarded to the new leader).
+	if err := node.Close(); err != nil {
+		logger.Warn("cluster close", "err", err)
+	}
+	if err := api.Shutdown(shutdownCtx); err != nil {
+		_ = api.Close()
+	}
+	if runErr == nil {
+		if err := <-apiErr; err != nil && !errors.Is(err, http.ErrServerClosed) {
+			runErr = err
+		}
+	}
+	logger.Info("stopped")
+	return runErr
+}
+
+// ensureDefaultMesh runs on the leader: it proposes the command that creates
+// the default Mesh once per cluster (the state machine ignores it afterwards),
+// retrying until it is committed or leadership is lost.
+func ensureDefaultMesh(ctx context.Context, node *cluster.Node, logger *slog.Logger) {
+	backoff := 100 * time.Millisecond
+	for {
+		res, err := node.Apply(ctx, fsm.Command{Type: fsm.CmdEnsureDefaultMesh})
+		if err == nil {
+			if res != nil && res.Created {
+				logger.Info("created the default mesh")
+			}
+			return
+		}
+		logger.Warn("ensure default mesh", "err", err)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, 2*time.Second)
+	}
+}
