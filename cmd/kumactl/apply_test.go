@@ -44,10 +44,10 @@ networking:
 
 func TestApplyMultiDocumentPutsEachResource(t *testing.T) {
 	cp := newFakeCP(t, map[string]route{
-		"PUT /meshes/demo":                                 {http.StatusCreated, ""},
-		"PUT /meshes/demo/dataplanes/web-1":                {http.StatusOK, ""},
+		"PUT /meshes/demo":                                  {http.StatusCreated, ""},
+		"PUT /meshes/demo/dataplanes/web-1":                 {http.StatusOK, ""},
 		"PUT /meshes/demo/meshtrafficpermissions/allow-all": {http.StatusCreated, ""},
-		"PUT /zoneingresses/zi-1":                          {http.StatusCreated, ""},
+		"PUT /zoneingresses/zi-1":                           {http.StatusCreated, ""},
 	})
 	cfg := writeConfig(t, cp.URL)
 	file := writeFile(t, "res.yaml", multiDoc)
