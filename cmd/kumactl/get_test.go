@@ -77,7 +77,7 @@ east   false     59d
 func TestGetJSONAndYAML(t *testing.T) {
 	cp := newFakeCP(t, map[string]route{
 		"GET /meshes/default/meshtimeouts/timeout-1": {http.StatusOK, policy},
-		"GET /meshes":                                {http.StatusOK, meshes},
+		"GET /meshes": {http.StatusOK, meshes},
 	})
 	cfg := writeConfig(t, cp.URL)
 
@@ -125,8 +125,8 @@ func TestDelete(t *testing.T) {
 	})
 	cfg := writeConfig(t, cp.URL)
 	tests := []struct {
-		args       []string
-		code       int
+		args        []string
+		code        int
 		out, errOut string
 	}{
 		{[]string{"delete", "dataplane", "web-1", "--mesh", "demo"}, 0, "deleted Dataplane \"web-1\"\n", ""},
