@@ -1,7 +1,6 @@
 package ops
 
-// Public API of the ops package. STUB bodies are replaced by the ops work;
-// signatures are the contract cmd/kuma-cp codes against.
+// Public API of the ops package: the signatures cmd/kuma-cp codes against.
 
 import (
 	"context"
@@ -34,7 +33,11 @@ type Config struct {
 	Registry    *prometheus.Registry // request metrics are registered here; /metrics serves it
 }
 
+// DefaultMaxBodySize is the request body limit when Config.MaxBodySize is 0.
+const DefaultMaxBodySize = 1 << 20
+
 // NewHandler returns the HTTP handler of the REST API, /ready, /cluster and /metrics.
+// Calling it twice with the same Registry is allowed: the request metrics are shared.
 func NewHandler(cfg Config, state *fsm.FSM, backend Backend) http.Handler {
-	return http.NotFoundHandler()
+	return newServer(cfg, state, backend)
 }
