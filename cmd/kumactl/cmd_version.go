@@ -3,24 +3,12 @@ package main
 import (
 	"context"
 	"fmt"
-	"runtime/debug"
 	"time"
 
 	"github.com/spf13/cobra"
+
+	"github.com/kuma-ha/kuma-ha/cmd/internal/version"
 )
-
-// version is set at build time: -ldflags "-X main.version=1.2.3".
-var version = ""
-
-func clientVersion() string {
-	if version != "" {
-		return version
-	}
-	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
-		return bi.Main.Version
-	}
-	return "dev"
-}
 
 func newVersionCmd(rc *rootContext) *cobra.Command {
 	var clientOnly bool
@@ -30,7 +18,7 @@ func newVersionCmd(rc *rootContext) *cobra.Command {
 		Long:  `Print the version of kumactl and of the active control plane.`,
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cmd.Printf("Client: Kuma %s\n", clientVersion())
+			cmd.Printf("Client: Kuma %s\n", version.Get())
 			if clientOnly {
 				return nil
 			}
