@@ -148,9 +148,12 @@ func (s *server) consistentRead(w http.ResponseWriter, r *http.Request) bool {
 		return true
 	}
 	if err := s.backend.ConsistentRead(r.Context()); err != nil {
-		e, _ := toError(err, titleRead)
-		if e.Status < 500 && e.Status != 499 {
-			// Any failure to reach the leader's read index means we cannot answer consistently.
+		e, unexpected := toError(err, titleRead)
+		if unexpected {
+			s.log.Warn("consistent read failed", "err", err)
+		}
+		if e.Status != http.StatusServiceUnavailable && e.Status != 499 {
+			// Any failure to get the leader's read index means we cannot answer consistently.
 			e = &Error{Status: http.StatusServiceUnavailable, Title: titleRead, Detail: err.Error()}
 		}
 		s.writeError(w, r, titleRead, e)
