@@ -159,11 +159,11 @@ func benchFailover(ctx context.Context, cfg *config) (string, error) {
 	})
 	defer c.Close()
 	if err != nil {
-		c.DumpLogs(16 << 10)
+		dumpUnlessInterrupted(ctx, c.DumpLogs)
 		return "", err
 	}
 	if err := waitFormed(ctx, c); err != nil {
-		c.DumpLogs(16 << 10)
+		dumpUnlessInterrupted(ctx, c.DumpLogs)
 		return "", err
 	}
 	client := &http.Client{Transport: testcluster.NewTransport(16)}
@@ -173,7 +173,7 @@ func benchFailover(ctx context.Context, cfg *config) (string, error) {
 	for r := 1; r <= cfg.rounds; r++ {
 		res, err := failoverRound(ctx, cfg, c, client, r)
 		if err != nil {
-			c.DumpLogs(16 << 10)
+			dumpUnlessInterrupted(ctx, c.DumpLogs)
 			return "", fmt.Errorf("round %d: %w", r, err)
 		}
 		cfg.log.Info("failover round done", "round", r, "killed", res.Killed, "new_leader", res.NewLeader,

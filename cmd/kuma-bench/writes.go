@@ -91,7 +91,7 @@ func writesEtcd(ctx context.Context, cfg *config) ([]*levelResult, error) {
 	wctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
 	if err := e.waitHealthy(wctx); err != nil {
-		e.dumpLogs()
+		dumpUnlessInterrupted(ctx, func(...int) { e.dumpLogs() })
 		return nil, err
 	}
 	t := &etcdTarget{client: newBenchClient()}
@@ -101,7 +101,7 @@ func writesEtcd(ctx context.Context, cfg *config) ([]*levelResult, error) {
 	}
 	res, err := runLevels(ctx, cfg, t)
 	if err != nil {
-		e.dumpLogs()
+		dumpUnlessInterrupted(ctx, func(...int) { e.dumpLogs() })
 	}
 	return res, err
 }
@@ -117,11 +117,11 @@ func writesKuma(ctx context.Context, cfg *config) ([]*levelResult, error) {
 	})
 	defer c.Close()
 	if err != nil {
-		c.DumpLogs(16 << 10)
+		dumpUnlessInterrupted(ctx, c.DumpLogs)
 		return nil, err
 	}
 	if err := waitFormed(ctx, c); err != nil {
-		c.DumpLogs(16 << 10)
+		dumpUnlessInterrupted(ctx, c.DumpLogs)
 		return nil, err
 	}
 	t := &kumaTarget{client: newBenchClient()}
@@ -131,7 +131,7 @@ func writesKuma(ctx context.Context, cfg *config) ([]*levelResult, error) {
 	}
 	res, err := runLevels(ctx, cfg, t)
 	if err != nil {
-		c.DumpLogs(16 << 10)
+		dumpUnlessInterrupted(ctx, c.DumpLogs)
 	}
 	return res, err
 }
@@ -199,4 +199,12 @@ func writesReport(cfg *config, m machine, at time.Time, docSize int, results []*
 			top, k.rate()/e.rate(), k.rate(), e.rate(), fmtDur(percentile(k.Latencies, 99)), fmtDur(percentile(e.Latencies, 99)))
 	}
 	return b.String()
+}
+
+// dumpUnlessInterrupted dumps the processes' logs after a failure, but not
+// when the user interrupted the run.
+func dumpUnlessInterrupted(ctx context.Context, dump func(...int)) {
+	if ctx.Err() == nil {
+		dump(16 << 10)
+	}
 }
