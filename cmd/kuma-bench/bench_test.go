@@ -11,6 +11,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/kuma-ha/kuma-ha/fsm/resource"
 )
 
 func ms(n int) time.Duration { return time.Duration(n) * time.Millisecond }
@@ -256,5 +258,34 @@ func TestCommandLine(t *testing.T) {
 	}
 	if got := commandLine([]string{"/tmp/go-build123/b001/exe/kuma-bench", "writes"}); got != "go run ./cmd/kuma-bench writes" {
 		t.Errorf("go run: got %q", got)
+	}
+}
+
+// The documents the benchmarks write must be valid Dataplanes, or kuma-cp
+// would answer 400 and the benchmark would measure errors.
+func TestDocsAreValidDataplanes(t *testing.T) {
+	var docs [][]byte
+	for _, seq := range []uint64{0, 1, keySpace - 1} {
+		_, d := dataplaneDoc(seq)
+		docs = append(docs, d)
+		_, d = namedDataplaneDoc("failover-r3", seq)
+		docs = append(docs, d)
+	}
+	for _, i := range []int{0, 1, 65535, 99_999} {
+		docs = append(docs, snapshotDoc(i))
+	}
+	for _, d := range docs {
+		r, err := resource.Decode(d, resource.JSON)
+		if err != nil {
+			t.Errorf("decode %s: %v", d, err)
+			continue
+		}
+		resource.Default(r)
+		if verrs := resource.Validate(r); len(verrs) > 0 {
+			t.Errorf("validate %s: %v", d, verrs)
+		}
+		if r.Type != "Dataplane" || r.Mesh != "default" {
+			t.Errorf("decoded %s as %v", d, r.Key())
+		}
 	}
 }

@@ -130,11 +130,7 @@ func snapshotFill(n int, file string) (*fillResult, error) {
 	}
 	start := time.Now()
 	for i := range n {
-		// Distinct names beyond the write benchmark's key space.
-		doc := fmt.Appendf(nil, `{"type":"Dataplane","mesh":"default","name":"dp-%07d","networking":{"address":"10.%d.%d.%d",`+
-			`"inbound":[{"port":8080,"servicePort":8081,"tags":{"kuma.io/service":"backend-%d","kuma.io/protocol":"http","version":"v1"}}]}}`,
-			i, i>>16&255, i>>8&255, i&255, i%100)
-		data, err := putCommand(doc)
+		data, err := putCommand(snapshotDoc(i))
 		if err != nil {
 			return nil, err
 		}
@@ -267,4 +263,12 @@ func snapshotReport(cfg *config, m machine, at time.Time, fill *fillResult, rest
 		{"restore (Restore from the file)", fmtDur(rest.Restore), fmtBytes(rest.PeakRSS), "fresh process; VmHWM of the whole process"},
 	}))
 	return b.String()
+}
+
+// snapshotDoc is the i-th Dataplane of the snapshot state: distinct names
+// and addresses, 100 services.
+func snapshotDoc(i int) []byte {
+	return fmt.Appendf(nil, `{"type":"Dataplane","mesh":"default","name":"dp-%07d","networking":{"address":"10.%d.%d.%d",`+
+		`"inbound":[{"port":8080,"servicePort":8081,"tags":{"kuma.io/service":"backend-%d","kuma.io/protocol":"http","version":"v1"}}]}}`,
+		i, i>>16&255, i>>8&255, i&255, i%100)
 }
