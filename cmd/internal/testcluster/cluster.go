@@ -211,11 +211,22 @@ func (c *Cluster) Start(ctx context.Context, opts Options) error {
 	c.mu.Unlock()
 
 	opts.Logf("testcluster: starting %d replicas under %s", opts.N, c.baseDir)
+	if err := c.startAll(ctx, replicas); err != nil {
+		// Leave nothing running; the logs stay for DumpLogs until Close.
+		for _, r := range replicas {
+			_ = r.Kill()
+		}
+		return err
+	}
+	return nil
+}
+
+func (c *Cluster) startAll(ctx context.Context, replicas []*Replica) error {
 	for _, r := range replicas {
 		if err := r.Start(); err != nil {
 			return err
 		}
-		if !opts.StartTogether {
+		if !c.opts.StartTogether {
 			if err := waitListening(ctx, r); err != nil {
 				return err
 			}

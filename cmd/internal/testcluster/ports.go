@@ -3,7 +3,10 @@ package testcluster
 import (
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net"
+	"os"
+	"strings"
 	"sync"
 )
 
@@ -14,10 +17,18 @@ var handedOut struct {
 	ports map[int]bool
 }
 
+// lowestPort is the bottom of the range FreePorts picks from when the
+// kernel's ephemeral range leaves room below it.
+const lowestPort = 10000
+
 // FreePorts returns n distinct ports that are free on 127.0.0.1 for both TCP
 // and UDP (gossip uses both) at the time of the call, and that this process
-// has not handed out before. Another process may still take one before it is
-// used; the kernel rarely reuses an ephemeral port that quickly.
+// has not handed out before.
+//
+// Ports are picked below the kernel's ephemeral range when possible: the
+// kernel never gives those to outgoing connections, so a replica that is
+// killed and restarted finds its port still free. Another process may still
+// take one in between; with random picks that is rare.
 func FreePorts(n int) ([]int, error) {
 	if n < 0 {
 		return nil, fmt.Errorf("free ports: n must not be negative, got %d", n)
@@ -27,36 +38,53 @@ func FreePorts(n int) ([]int, error) {
 	if handedOut.ports == nil {
 		handedOut.ports = map[int]bool{}
 	}
-	var (
-		ports   []int
-		holders []func()
-	)
-	// Keep every candidate bound until all n are found, so they are distinct.
-	defer func() {
-		for _, release := range holders {
-			release()
-		}
-	}()
+	lo, hi := lowestPort, 0
+	if ephLo, _, err := ephemeralRange(); err == nil && ephLo-lowestPort >= 1000 {
+		hi = ephLo - 1
+	}
+	var ports []int
 	for attempts := 0; len(ports) < n; attempts++ {
-		if attempts > 50*n+100 {
+		if attempts > 100*n+100 {
 			return nil, errors.New("free ports: too many attempts")
 		}
-		tl, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return nil, fmt.Errorf("free ports: listen tcp: %w", err)
+		port := 0 // let the kernel pick when there is no room below the ephemeral range
+		if hi > lo {
+			port = lo + rand.IntN(hi-lo+1)
 		}
-		port := tl.Addr().(*net.TCPAddr).Port
-		ul, err := net.ListenPacket("udp", fmt.Sprintf("127.0.0.1:%d", port))
-		if err != nil {
-			tl.Close()
+		got, ok := tryPort(port)
+		if !ok || handedOut.ports[got] {
 			continue
 		}
-		holders = append(holders, func() { tl.Close(); ul.Close() })
-		if handedOut.ports[port] {
-			continue
-		}
-		handedOut.ports[port] = true
-		ports = append(ports, port)
+		handedOut.ports[got] = true
+		ports = append(ports, got)
 	}
 	return ports, nil
+}
+
+// tryPort checks that port (0: one the kernel picks) can be bound for TCP
+// and UDP on 127.0.0.1, and returns it.
+func tryPort(port int) (int, bool) {
+	tl, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+	if err != nil {
+		return 0, false
+	}
+	defer tl.Close()
+	port = tl.Addr().(*net.TCPAddr).Port
+	ul, err := net.ListenPacket("udp", fmt.Sprintf("127.0.0.1:%d", port))
+	if err != nil {
+		return 0, false
+	}
+	ul.Close()
+	return port, true
+}
+
+func ephemeralRange() (lo, hi int, err error) {
+	data, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err != nil {
+		return 0, 0, err
+	}
+	if _, err := fmt.Sscanf(strings.TrimSpace(string(data)), "%d %d", &lo, &hi); err != nil {
+		return 0, 0, fmt.Errorf("parse ip_local_port_range %q: %w", data, err)
+	}
+	return lo, hi, nil
 }

@@ -64,6 +64,13 @@ func TestFreePorts(t *testing.T) {
 		l.Close()
 		u.Close()
 	}
+	if lo, _, err := ephemeralRange(); err == nil && lo-lowestPort >= 1000 {
+		for _, p := range a {
+			if p < lowestPort || p >= lo {
+				t.Errorf("port %d outside [%d, %d)", p, lowestPort, lo)
+			}
+		}
+	}
 	if _, err := FreePorts(-1); err == nil {
 		t.Fatal("FreePorts(-1) should fail")
 	}
@@ -303,5 +310,37 @@ func TestRepoRoot(t *testing.T) {
 	}
 	if _, err := RepoRoot("/"); err == nil {
 		t.Fatal("RepoRoot(/) should fail")
+	}
+}
+
+func TestFailedStartLeavesNothingRunning(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts processes")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	c, err := Start(ctx, Options{
+		N:      3,
+		BinDir: fakeBinDir(t),
+		Env:    []string{envFake + "=1"},
+		Logf:   t.Logf,
+		ReplicaArgs: func(i int) []string {
+			if i == 2 {
+				return []string{"--no-such-flag"} // the fake exits at once
+			}
+			return nil
+		},
+	})
+	defer c.Close()
+	if err == nil || !strings.Contains(err.Error(), "cp-2 exited") {
+		t.Fatalf("err %v, want cp-2 exited", err)
+	}
+	for _, r := range c.Replicas() {
+		if r.Running() {
+			t.Errorf("%s still running after a failed start", r.Name)
+		}
+	}
+	if log := c.Replica(2).LogTail(4096); !strings.Contains(log, "no-such-flag") {
+		t.Errorf("cp-2 log lacks the reason:\n%s", log)
 	}
 }
