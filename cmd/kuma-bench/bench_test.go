@@ -225,6 +225,14 @@ func TestParseArgs(t *testing.T) {
 				return ""
 			}},
 		{name: "no subcommand", args: nil, wantErr: "missing subcommand"},
+		{name: "one system", args: []string{"--systems", "etcd", "writes"}, sub: "writes",
+			check: func(c *config) string {
+				if !c.systems["etcd"] || c.systems["kuma-cp"] {
+					return fmt.Sprint(c.systems)
+				}
+				return ""
+			}},
+		{name: "unknown system", args: []string{"--systems", "consul", "writes"}, wantErr: `unknown system "consul"`},
 		{name: "too few rounds", args: []string{"--rounds", "3", "failover"}, wantErr: "--rounds must be at least 10"},
 		{name: "bad duration", args: []string{"--duration", "0s", "writes"}, wantErr: "--duration"},
 		{name: "extra argument", args: []string{"writes", "more"}, wantErr: `unexpected argument "more"`},

@@ -26,6 +26,7 @@ type config struct {
 	count    int           // snapshot
 	etcdBin  string
 	keepDirs bool
+	systems  map[string]bool // writes: which systems to drive
 
 	cmdline string
 	log     *slog.Logger
@@ -76,6 +77,7 @@ func parseArgs(args []string, stderr io.Writer) (*config, string, error) {
 	fs.IntVar(&cfg.count, "count", 100_000, "snapshot: Dataplanes in the state")
 	fs.StringVar(&cfg.etcdBin, "etcd", "etcd", "etcd binary (Debian package etcd-server)")
 	fs.BoolVar(&cfg.keepDirs, "keep", false, "keep data dirs and logs in the temporary directory")
+	systems := fs.String("systems", "kuma-cp,etcd", "writes: comma-separated systems to drive (kuma-cp, etcd)")
 	if err := fs.Parse(args[1:]); err != nil {
 		return nil, "", usageError{err.Error()}
 	}
@@ -115,6 +117,15 @@ func parseArgs(args []string, stderr io.Writer) (*config, string, error) {
 	case cfg.out == "":
 		return nil, "", usageError{"--out must not be empty"}
 	}
+	cfg.systems = map[string]bool{}
+	for _, sys := range strings.Split(*systems, ",") {
+		switch sys = strings.TrimSpace(sys); sys {
+		case "kuma-cp", "etcd":
+			cfg.systems[sys] = true
+		default:
+			return nil, "", usageError{fmt.Sprintf("--systems: unknown system %q (want kuma-cp, etcd)", sys)}
+		}
+	}
 	return cfg, sub, nil
 }
 
@@ -146,7 +157,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		}
 		cfg.binDir = abs
 	}
-	if sub == "writes" || sub == "all" {
+	if (sub == "writes" || sub == "all") && cfg.systems["etcd"] {
 		path, err := exec.LookPath(cfg.etcdBin)
 		if err != nil {
 			return fmt.Errorf("--etcd %s: %w (install the Debian package etcd-server)", cfg.etcdBin, err)

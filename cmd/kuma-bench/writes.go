@@ -63,17 +63,20 @@ func benchWrites(ctx context.Context, cfg *config) (string, error) {
 		return "", fmt.Errorf("document sizes differ: %d vs %d bytes", len(doc), len(docLast))
 	}
 
-	var results []*levelResult
-	etcdRes, err := writesEtcd(ctx, cfg)
-	if err != nil {
-		return "", fmt.Errorf("etcd: %w", err)
+	// One system at a time, so that they do not compete for the CPUs.
+	var kumaRes, etcdRes []*levelResult
+	var err error
+	if cfg.systems["etcd"] {
+		if etcdRes, err = writesEtcd(ctx, cfg); err != nil {
+			return "", fmt.Errorf("etcd: %w", err)
+		}
 	}
-	kumaRes, err := writesKuma(ctx, cfg)
-	if err != nil {
-		return "", fmt.Errorf("kuma-cp: %w", err)
+	if cfg.systems["kuma-cp"] {
+		if kumaRes, err = writesKuma(ctx, cfg); err != nil {
+			return "", fmt.Errorf("kuma-cp: %w", err)
+		}
 	}
-	results = append(results, kumaRes...)
-	results = append(results, etcdRes...)
+	results := append(kumaRes, etcdRes...)
 	return writesReport(cfg, m, at, len(doc), results), nil
 }
 
