@@ -10,4 +10,18 @@
 // It imports nothing of the control plane: it drives the built binaries from
 // outside, through flags and the REST API, like any other client. It takes a
 // Logf function instead of *testing.T so that commands can use it too.
+//
+// In a test:
+//
+//	root, _ := testcluster.RepoRoot(".")
+//	binDir, err := testcluster.BuildBinaries(root) // or $KUMA_BIN_DIR
+//	...
+//	c, err := testcluster.Start(ctx, testcluster.Options{N: 3, BinDir: binDir, BaseDir: t.TempDir(), Logf: t.Logf, StartTogether: true})
+//	defer c.Close()
+//	defer func() { if t.Failed() { c.DumpLogs() } }()
+//	if err != nil { t.Fatal(err) }
+//	if err := c.WaitReady(ctx); err != nil { t.Fatal(err) }
+//	leader, err := c.WaitLeader(ctx)
+//	status, hdr, body, err := testcluster.Put(ctx, c.Followers(leader)[0].APIURL()+"/meshes/default/dataplanes/dp-1", doc)
+//	leader.Kill(); leader.Restart(ctx); c.WaitHealthy(ctx)
 package testcluster
