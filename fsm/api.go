@@ -74,4 +74,3 @@ type Options struct {
 	// binary). The default logs and exits the process with status 1.
 	OnFatal func(error)
 }
-

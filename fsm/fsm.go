@@ -138,9 +138,11 @@ func meshKey(name string) resource.Key { return resource.Key{Type: meshType, Nam
 
 func (f *FSM) applyPut(index uint64, t time.Time, p *PutCommand) (*Result, []Change) {
 	in := p.Resource
-	d, verrs := checkMeta(in)
+	verrs := activeSchema.validate(in)
+	var d *resource.Descriptor
 	if len(verrs) == 0 {
-		verrs = activeSchema.validate(in)
+		// resource.Validate covers these too; this guards the storage layout.
+		d, verrs = checkMeta(in)
 	}
 	if len(verrs) > 0 {
 		return &Result{Index: index, Err: verrs}, nil

@@ -1,6 +1,7 @@
 package fsm
 
 import (
+	"log/slog"
 	"os"
 	"sync"
 	"testing"
@@ -82,7 +83,7 @@ func (r *fatalRecorder) count() int   { r.mu.Lock(); defer r.mu.Unlock(); return
 
 func newTestFSM(t testing.TB) (*FSM, *fatalRecorder) {
 	rec := &fatalRecorder{}
-	return New(Options{OnFatal: rec.fn}), rec
+	return New(Options{OnFatal: rec.fn, Logger: slog.New(slog.DiscardHandler)}), rec
 }
 
 func mesh(name string) *resource.Resource {

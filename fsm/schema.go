@@ -27,24 +27,25 @@ var activeSchema schema = resourceSchema{}
 
 // Resource types the state machine itself knows about.
 const (
-	meshType      resource.Type = "Mesh"
-	dataplaneType resource.Type = "Dataplane"
-	defaultMesh                 = "default"
+	meshType      = resource.TypeMesh
+	dataplaneType = resource.TypeDataplane
+	defaultMesh   = "default"
 )
 
-// resourceSchema adapts the fsm/resource package.
+// resourceSchema adapts the fsm/resource package: its stored codec (which
+// keeps Meta.Version), its validation and its Dataplane service index.
 type resourceSchema struct{}
 
 func (resourceSchema) descriptor(t resource.Type) (*resource.Descriptor, bool) {
 	return resource.DescriptorOf(t)
 }
 
-func (s resourceSchema) encodeResource(r *resource.Resource) ([]byte, error) {
-	return encodeStoredJSON(r)
+func (resourceSchema) encodeResource(r *resource.Resource) ([]byte, error) {
+	return resource.EncodeStored(r)
 }
 
-func (s resourceSchema) decodeResource(data []byte) (*resource.Resource, error) {
-	return decodeStoredJSON(data, s.descriptor)
+func (resourceSchema) decodeResource(data []byte) (*resource.Resource, error) {
+	return resource.DecodeStored(data)
 }
 
 func (resourceSchema) validate(r *resource.Resource) resource.ValidationErrors {
@@ -52,11 +53,12 @@ func (resourceSchema) validate(r *resource.Resource) resource.ValidationErrors {
 }
 
 func (resourceSchema) dataplaneServices(r *resource.Resource) []string {
-	return nil
+	return resource.DataplaneServices(r)
 }
 
-// storedJSON is the private stored encoding: meta (including Version) plus the
-// spec as the spec type's own JSON.
+// storedJSON is a minimal stored encoding (meta including Version, plus the
+// spec's own JSON) with a pluggable type registry, used by the tests' schema
+// so they do not depend on the real resource types.
 type storedJSON struct {
 	Type             resource.Type     `json:"type"`
 	Mesh             string            `json:"mesh,omitempty"`

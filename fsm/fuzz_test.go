@@ -1,0 +1,70 @@
+package fsm
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/kuma-ha/kuma-ha/fsm/resource"
+)
+
+func fuzzFSM(t testing.TB) (*FSM, *fatalRecorder) {
+	f, rec := newTestFSM(t)
+	a := &applier{t: t, f: f}
+	a.mustApply(ensureCmd(t0))
+	a.mustApply(putCmd(mesh("m1"), nil, t0))
+	a.mustApply(putCmd(dataplane("m1", "dp", "1.1.1.1", "web"), nil, t0))
+	a.mustApply(putCmd(policy("m1", "p", "r"), nil, t0))
+	return f, rec
+}
+
+func FuzzApply(f *testing.F) {
+	for _, seed := range [][]byte{
+		nil,
+		[]byte("garbage"),
+		ensureCmd(t0),
+		putCmd(dataplane("m1", "dp", "2.2.2.2", "api"), u64(3), t0),
+		putCmd(policy("m1", "q", "r"), u64(0), t0),
+		putCmd(mesh("m2"), nil, t0),
+		deleteCmd(meshKey("m1"), 0, t0),
+		deleteCmd(resource.Key{Type: policyType, Mesh: "m1", Name: "p"}, 4, t0),
+		{envelopeMagic, envelopeVersion, 0, 9},
+	} {
+		f.Add(seed)
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		f1, rec1 := fuzzFSM(t)
+		f2, rec2 := fuzzFSM(t)
+		before := f1.Digest()
+		done := make(chan struct{})
+		var r1, r2 *Result
+		go func() {
+			defer close(done)
+			r1 = f1.Apply(5, data)
+			r2 = f2.Apply(5, data)
+		}()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			t.Fatal("Apply hung")
+		}
+		if r1 == nil || r2 == nil || r1.Index != 5 || f1.AppliedIndex() != 5 {
+			t.Fatalf("bad results %v %v", r1, r2)
+		}
+		if errString(r1.Err) != errString(r2.Err) || r1.Created != r2.Created || rec1.count() != rec2.count() {
+			t.Fatalf("replicas disagree: %v / %v", r1.Err, r2.Err)
+		}
+		if f1.Digest() != f2.Digest() {
+			t.Fatal("replicas diverged")
+		}
+		if r1.Err != nil && f1.Digest() != before {
+			t.Fatalf("rejected entry (%v) changed the state", r1.Err)
+		}
+		if rec1.count() > 0 && f1.Digest() != before {
+			t.Fatal("fatal entry changed the state")
+		}
+		if err := f1.WaitApplied(context.Background(), 5); err != nil {
+			t.Fatal(err)
+		}
+	})
+}
