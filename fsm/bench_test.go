@@ -9,6 +9,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/kuma-ha/kuma-ha/fsm/resource"
 )
 
 func BenchmarkApplyPut(b *testing.B) {
@@ -117,4 +119,46 @@ func logPeakRSS(b *testing.B) {
 			b.Logf("peak RSS %s", strings.TrimSpace(strings.TrimPrefix(line, "VmHWM:")))
 		}
 	}
+}
+
+// BenchmarkRestore100kReal restores 100k real resource.Dataplane documents
+// through resource.DecodeStored (the production codec).
+func BenchmarkRestore100kReal(b *testing.B) {
+	activeSchema = resourceSchema{}
+	defer func() { activeSchema = testSchema{} }()
+	f, _ := newTestFSM(b)
+	idx := uint64(1)
+	f.Apply(idx, ensureCmd(t0))
+	for i := 0; i < benchDataplanes; i++ {
+		idx++
+		doc := fmt.Sprintf(`{"type":"Dataplane","mesh":"default","name":"dp-%06d","labels":{"team":"payments"},"networking":{"address":"10.%d.%d.%d","inbound":[{"port":8080,"servicePort":80,"tags":{"kuma.io/service":"svc-%d","kuma.io/protocol":"http"}}],"outbound":[{"port":10001,"tags":{"kuma.io/service":"backend"}}]}}`,
+			i, i>>16&255, i>>8&255, i&255, i%500)
+		r, err := resource.Decode([]byte(doc), resource.JSON)
+		if err != nil {
+			b.Fatal(err)
+		}
+		resource.Default(r)
+		if res := f.Apply(idx, putCmd(r, nil, t0)); res.Err != nil {
+			b.Fatal(res.Err)
+		}
+	}
+	var buf bytes.Buffer
+	if _, err := f.Snapshot().WriteTo(&buf); err != nil {
+		b.Fatal(err)
+	}
+	snap := buf.Bytes()
+	b.SetBytes(int64(len(snap)))
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		g, _ := newTestFSM(b)
+		if err := g.Restore(bytes.NewReader(snap)); err != nil {
+			b.Fatal(err)
+		}
+		if g.Count() != f.Count() {
+			b.Fatalf("count %d want %d", g.Count(), f.Count())
+		}
+	}
+	b.StopTimer()
+	logPeakRSS(b)
 }
