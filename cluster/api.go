@@ -1,18 +1,13 @@
 package cluster
 
-// Public API of the cluster package. STUB bodies are replaced by the cluster
-// work; signatures are the contract ops and cmd/kuma-cp code against.
+// Public API of the cluster package: configuration, errors and status types.
+// The Node (node.go) is the contract ops and cmd/kuma-cp code against.
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"time"
-
-	"github.com/prometheus/client_golang/prometheus"
-
-	"github.com/kuma-ha/kuma-ha/fsm"
 )
 
 // Config is filled from flags, environment and file by cmd/kuma-cp.
@@ -59,14 +54,18 @@ func DefaultConfig() Config {
 	}
 }
 
-// Validate names the first invalid field.
-func (c Config) Validate() error { return nil }
-
 // ErrNoQuorum: no leader is reachable or the leader cannot commit; writes get 503.
 var ErrNoQuorum = errors.New("no quorum: the cluster has no leader that can commit writes")
 
 // ErrShuttingDown: the replica is stopping.
 var ErrShuttingDown = errors.New("replica is shutting down")
+
+// ErrProtocolVersion: some replica advertises a protocol version older than
+// the command needs (a rolling upgrade is not finished); the command is not proposed.
+var ErrProtocolVersion = errors.New("command not supported by every replica yet")
+
+// ErrUnknownReplica: RemoveReplica named a replica that is not in the Raft configuration.
+var ErrUnknownReplica = errors.New("replica is not in the cluster configuration")
 
 // NotLeaderError says who the leader is (if known); used inside forwarding.
 type NotLeaderError struct{ Leader string }
@@ -92,48 +91,3 @@ type Status struct {
 	Leader   string          `json:"leader"`
 	Replicas []ReplicaStatus `json:"replicas"`
 }
-
-// Node is one replica: Raft, gossip and the forwarding RPC.
-type Node struct{}
-
-// New opens the stores under DataDir and prepares the node; it listens on nothing yet.
-func New(cfg Config, state *fsm.FSM) (*Node, error) { return &Node{}, nil }
-
-// Start listens, joins the gossip pool and starts Raft (bootstrapping when
-// BootstrapExpect replicas are seen and none has state).
-func (n *Node) Start(ctx context.Context) error { return nil }
-
-// Close stops gracefully: a leader transfers leadership first; leaves gossip; closes stores.
-func (n *Node) Close() error { return nil }
-
-// Apply proposes a command through the leader (forwarded if this replica is a
-// follower) and returns once this replica has applied it (read-your-writes).
-// Errors: ErrNoQuorum, ErrShuttingDown, ctx errors. A deterministic rejection is Result.Err, not err.
-func (n *Node) Apply(ctx context.Context, cmd fsm.Command) (*fsm.Result, error) { return nil, nil }
-
-// ConsistentRead returns once this replica's state includes every write
-// committed before the call (read index through the leader).
-func (n *Node) ConsistentRead(ctx context.Context) error { return nil }
-
-// Ready reports whether the replica has joined a cluster and caught up; reason says why not.
-func (n *Node) Ready() (bool, string) { return false, "not started" }
-
-// Status is this replica's view of the cluster.
-func (n *Node) Status() Status { return Status{} }
-
-// ClusterID is a stable id of the cluster (derived from the first log entries / bootstrap config).
-func (n *Node) ClusterID() string { return "" }
-
-// RemoveReplica removes a replica from the Raft configuration (forwarded to the leader).
-func (n *Node) RemoveReplica(ctx context.Context, name string) error { return nil }
-
-// IsLeader reports whether this replica currently leads.
-func (n *Node) IsLeader() bool { return false }
-
-// RunWhileLeader registers fn to run in its own goroutine each time this
-// replica becomes leader; its ctx is cancelled promptly when leadership is lost
-// or the node closes. Register before Start.
-func (n *Node) RunWhileLeader(name string, fn func(ctx context.Context)) {}
-
-// Collectors are the Prometheus collectors for Raft state, commit and apply latency.
-func (n *Node) Collectors() []prometheus.Collector { return nil }
