@@ -45,7 +45,9 @@ func (d *autopilotDelegate) FetchServerStats(ctx context.Context, servers map[ra
 		}
 		if string(id) == n.cfg.Name {
 			st := n.localStatus()
+			mu.Lock()
 			out[id] = statsOf(st)
+			mu.Unlock()
 			continue
 		}
 		m, ok := n.memberByName(string(id))
