@@ -238,7 +238,7 @@ func (e *gossipEvents) NotifyLeave(node *memberlist.Node) {
 		m.since = time.Now()
 	}
 	n.mu.Unlock()
-	if ok {
+	if ok && node.Name != n.cfg.Name {
 		how := "failed"
 		if node.State == memberlist.StateLeft {
 			how = "left"

@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"time"
 
@@ -86,8 +87,8 @@ func (n *Node) runLeaderSession(ctx context.Context, prev <-chan struct{}, done 
 		if err == nil {
 			break
 		}
-		if ctx.Err() != nil {
-			return
+		if ctx.Err() != nil || errors.Is(err, raft.ErrLeadershipLost) || errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrRaftShutdown) {
+			return // the loop cancels this session
 		}
 		n.log.Warn("leader barrier failed; retrying", "err", err)
 		select {
