@@ -151,13 +151,14 @@ func run(ctx context.Context, cfg Config) error {
 
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
 	defer cancel()
-	// Raft first: a leader hands leadership over while the API still answers
-	// (requests in flight get forwarded to the new leader).
-	if err := node.Close(); err != nil {
-		logger.Warn("cluster close", "err", err)
-	}
+	// The API first: new connections are refused (clients such as kumactl move
+	// to another replica) and requests in flight finish while Raft still runs.
+	// Then the cluster node, which hands leadership over before it stops.
 	if err := api.Shutdown(shutdownCtx); err != nil {
 		_ = api.Close()
+	}
+	if err := node.Close(); err != nil {
+		logger.Warn("cluster close", "err", err)
 	}
 	if runErr == nil {
 		if err := <-apiErr; err != nil && !errors.Is(err, http.ErrServerClosed) {
