@@ -39,6 +39,7 @@ type Config struct {
 	HeartbeatTimeout        time.Duration
 	ElectionTimeout         time.Duration
 	LeaderLeaseTimeout      time.Duration
+	CommitTimeout           time.Duration
 	ApplyTimeout            time.Duration
 	SnapshotThreshold       uint64
 	ServerStabilizationTime time.Duration
@@ -66,6 +67,7 @@ func DefaultConfig() Config {
 		HeartbeatTimeout:        cc.HeartbeatTimeout,
 		ElectionTimeout:         cc.ElectionTimeout,
 		LeaderLeaseTimeout:      cc.LeaderLeaseTimeout,
+		CommitTimeout:           cc.CommitTimeout,
 		ApplyTimeout:            cc.ApplyTimeout,
 		SnapshotThreshold:       cc.SnapshotThreshold,
 		ServerStabilizationTime: cc.ServerStabilizationTime,
@@ -93,6 +95,7 @@ func (c *Config) bindFlags(fs *pflag.FlagSet) {
 	fs.DurationVar(&c.HeartbeatTimeout, "raft-heartbeat-timeout", c.HeartbeatTimeout, "how long a follower waits without hearing from the leader before it starts an election")
 	fs.DurationVar(&c.ElectionTimeout, "raft-election-timeout", c.ElectionTimeout, "how long a candidate waits for votes before retrying")
 	fs.DurationVar(&c.LeaderLeaseTimeout, "raft-leader-lease-timeout", c.LeaderLeaseTimeout, "how long a leader stays leader without reaching a quorum")
+	fs.DurationVar(&c.CommitTimeout, "raft-commit-timeout", c.CommitTimeout, "how often an idle leader tells followers the commit index: lower = faster read-your-writes on followers, more idle traffic")
 	fs.DurationVar(&c.ApplyTimeout, "apply-timeout", c.ApplyTimeout, "how long a write may wait to be committed before it fails with 503")
 	fs.Uint64Var(&c.SnapshotThreshold, "raft-snapshot-threshold", c.SnapshotThreshold, "log entries between snapshots")
 	fs.DurationVar(&c.ServerStabilizationTime, "server-stabilization-time", c.ServerStabilizationTime, "how long a new replica must be healthy before it becomes a voter")
@@ -219,6 +222,7 @@ func (c *Config) Validate() error {
 	}{
 		{"--raft-heartbeat-timeout", c.HeartbeatTimeout}, {"--raft-election-timeout", c.ElectionTimeout},
 		{"--raft-leader-lease-timeout", c.LeaderLeaseTimeout}, {"--apply-timeout", c.ApplyTimeout},
+		{"--raft-commit-timeout", c.CommitTimeout},
 		{"--shutdown-timeout", c.ShutdownTimeout},
 	} {
 		if d.v <= 0 {
@@ -280,6 +284,7 @@ func (c *Config) clusterConfig() cluster.Config {
 	cc.HeartbeatTimeout = c.HeartbeatTimeout
 	cc.ElectionTimeout = c.ElectionTimeout
 	cc.LeaderLeaseTimeout = c.LeaderLeaseTimeout
+	cc.CommitTimeout = c.CommitTimeout
 	cc.ApplyTimeout = c.ApplyTimeout
 	cc.SnapshotThreshold = c.SnapshotThreshold
 	cc.ServerStabilizationTime = c.ServerStabilizationTime
