@@ -92,7 +92,8 @@ func parseLevel(s string) (slog.Level, error) {
 // or a component fails, then shuts everything down.
 func run(ctx context.Context, cfg Config) error {
 	level, _ := parseLevel(cfg.LogLevel)
-	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})).With("replica", cfg.Name)
+	base := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	logger := base.With("replica", cfg.Name)
 	slog.SetDefault(logger)
 
 	if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
@@ -103,7 +104,7 @@ func run(ctx context.Context, cfg Config) error {
 
 	cc := cfg.clusterConfig()
 	cc.Version = version.Get()
-	cc.Logger = logger.With("component", "cluster")
+	cc.Logger = base // the cluster package adds its own replica and component attributes
 	node, err := cluster.New(cc, state)
 	if err != nil {
 		return fmt.Errorf("cluster: %w", err)
@@ -120,7 +121,7 @@ func run(ctx context.Context, cfg Config) error {
 		Version:     version.Get(),
 		Mode:        cfg.Mode,
 		MaxBodySize: cfg.MaxBodySize,
-		Logger:      logger.With("component", "api"),
+		Logger:      logger, // ops adds component=ops
 		Registry:    reg,
 	}, state, node)
 
