@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"os"
 	"strconv"
@@ -52,24 +53,38 @@ func testLogger(t testing.TB) *slog.Logger {
 }
 
 // freePort returns a port free for both TCP and UDP on 127.0.0.1.
+// freePort picks a port free for TCP and UDP on 127.0.0.1 below the kernel's
+// default ephemeral range (32768+), so outgoing connections of other tests
+// running at the same time never take it before the node binds it.
 func freePort(t testing.TB) int {
 	t.Helper()
-	for range 50 {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
+	handedOut.Lock()
+	defer handedOut.Unlock()
+	for range 500 {
+		port := 10000 + rand.IntN(22000)
+		if handedOut.ports[port] {
+			continue
 		}
-		port := l.Addr().(*net.TCPAddr).Port
+		l, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(port))
+		if err != nil {
+			continue
+		}
 		u, err := net.ListenPacket("udp", "127.0.0.1:"+strconv.Itoa(port))
 		_ = l.Close()
 		if err == nil {
 			_ = u.Close()
+			handedOut.ports[port] = true
 			return port
 		}
 	}
 	t.Fatal("no free port")
 	return 0
 }
+
+var handedOut = struct {
+	sync.Mutex
+	ports map[int]bool
+}{ports: map[int]bool{}}
 
 type testNode struct {
 	*Node
