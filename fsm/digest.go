@@ -20,16 +20,7 @@ func (f *FSM) Digest() string {
 	h := sha256.New()
 	e := &recordWriter{w: h}
 	e.bytes([]byte("kuma-ha fsm digest v1"))
-	names := make([]string, 0, len(snap.markers))
-	for k := range snap.markers {
-		names = append(names, k)
-	}
-	slices.Sort(names)
-	e.uvarint(uint64(len(names)))
-	for _, k := range names {
-		e.bytes([]byte(k))
-		e.bytes([]byte(snap.markers[k]))
-	}
+	e.markers(snap.markers)
 	slices.SortFunc(snap.resources, compareResources)
 	e.uvarint(uint64(len(snap.resources)))
 	var v [8]byte

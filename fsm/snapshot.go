@@ -74,16 +74,7 @@ func (s *Snapshot) WriteTo(w io.Writer) (int64, error) {
 	binary.BigEndian.PutUint16(hdr[4:6], snapshotVersion)
 	binary.BigEndian.PutUint64(hdr[6:14], s.index)
 	e.write(hdr[:])
-	names := make([]string, 0, len(s.markers))
-	for k := range s.markers {
-		names = append(names, k)
-	}
-	slices.Sort(names)
-	e.uvarint(uint64(len(names)))
-	for _, k := range names {
-		e.bytes([]byte(k))
-		e.bytes([]byte(s.markers[k]))
-	}
+	e.markers(s.markers)
 	slices.SortFunc(s.resources, compareResources)
 	e.uvarint(uint64(len(s.resources)))
 	for _, r := range s.resources {
@@ -264,4 +255,19 @@ func unexpectedEOF(err error) error {
 		return io.ErrUnexpectedEOF
 	}
 	return err
+}
+
+// markers writes the cluster markers sorted by name, as both the snapshot
+// format and the digest encode them.
+func (e *recordWriter) markers(m map[string]string) {
+	names := make([]string, 0, len(m))
+	for k := range m {
+		names = append(names, k)
+	}
+	slices.Sort(names)
+	e.uvarint(uint64(len(names)))
+	for _, k := range names {
+		e.bytes([]byte(k))
+		e.bytes([]byte(m[k]))
+	}
 }
