@@ -19,20 +19,26 @@ const (
 	CmdPut               CommandType = 1 // create or replace one resource
 	CmdDelete            CommandType = 2 // delete one resource (a Mesh cascades to its resources)
 	CmdEnsureDefaultMesh CommandType = 3 // create the default Mesh once per cluster
+	CmdInsights          CommandType = 4 // a batch of proxy connection reports (protocol 2)
+	CmdDeregister        CommandType = 5 // remove a proxy-registered Dataplane whose proxy is gone (protocol 2)
 )
 
 // ProtocolVersion is the highest command protocol this binary understands.
 // Replicas advertise it through gossip; the leader proposes a command only
 // when every replica's advertised version >= command's MinProtocol.
-const ProtocolVersion = 1
+//
+// 1: put, delete, ensure-default-mesh. 2: insights, deregister.
+const ProtocolVersion = 2
 
 // Command is one log entry's content. Time is stamped by the proposer (the
 // leader, just before raft.Apply) and is the only clock the FSM sees.
 type Command struct {
-	Type   CommandType
-	Time   time.Time
-	Put    *PutCommand
-	Delete *DeleteCommand
+	Type       CommandType
+	Time       time.Time
+	Put        *PutCommand
+	Delete     *DeleteCommand
+	Insights   *InsightsCommand
+	Deregister *DeregisterCommand
 }
 
 // PutCommand creates or replaces a resource.

@@ -49,6 +49,8 @@ var commandTable = map[CommandType]commandInfo{
 	CmdPut:               {name: "put", minProtocol: 1, encode: encodePut, decode: decodePut},
 	CmdDelete:            {name: "delete", minProtocol: 1, encode: encodeDelete, decode: decodeDelete},
 	CmdEnsureDefaultMesh: {name: "ensure-default-mesh", minProtocol: 1, encode: encodeEnsure, decode: decodeEnsure},
+	CmdInsights:          {name: "insights", minProtocol: 2, encode: encodeInsights, decode: decodeInsights},
+	CmdDeregister:        {name: "deregister", minProtocol: 2, encode: encodeDeregister, decode: decodeDeregister},
 }
 
 // MinProtocol is the protocol version that introduced a command type. An
@@ -109,7 +111,7 @@ func Decode(data []byte) (Command, error) {
 	}
 	info, ok := commandTable[t]
 	if !ok {
-		return Command{}, fmt.Errorf("%w: command type %d (protocol %d knows %d..%d)", ErrUnsupported, uint16(t), ProtocolVersion, CmdPut, CmdEnsureDefaultMesh)
+		return Command{}, fmt.Errorf("%w: command type %d (protocol %d knows %d..%d)", ErrUnsupported, uint16(t), ProtocolVersion, CmdPut, CmdDeregister)
 	}
 	c := Command{Type: t}
 	if err := info.decode(data[envelopeHeaderLen:], &c); err != nil {

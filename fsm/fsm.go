@@ -81,6 +81,10 @@ func (f *FSM) Apply(index uint64, data []byte) (res *Result) {
 		res, changes = f.applyDelete(index, cmd.Delete)
 	case CmdEnsureDefaultMesh:
 		res, changes = f.applyEnsureDefaultMesh(index, cmd.Time)
+	case CmdInsights:
+		res, changes = f.applyInsights(index, cmd.Time, cmd.Insights)
+	case CmdDeregister:
+		res, changes = f.applyDeregister(index, cmd.Time, cmd.Deregister)
 	default:
 		// Decode knows every type in the table; reaching here is a bug.
 		err := fmt.Errorf("apply entry %d: %w: no apply function for command type %d", index, ErrUnsupported, cmd.Type)
@@ -182,6 +186,7 @@ func (f *FSM) applyPut(index uint64, t time.Time, p *PutCommand) (*Result, []Cha
 		stored.CreationTime = old.CreationTime
 	}
 	st.put(stored)
+	st.touch(index, old, stored)
 	return &Result{Index: index, Resource: stored, Created: !exists}, []Change{{Key: k, Index: index}}
 }
 
@@ -205,11 +210,18 @@ func (f *FSM) applyDelete(index uint64, d *DeleteCommand) (*Result, []Change) {
 	var changes []Change
 	if k.Type == meshType && k.Mesh == "" {
 		for _, ck := range st.inMesh(k.Name) {
-			st.remove(ck)
+			if removed, ok := st.remove(ck); ok {
+				st.touch(index, removed, nil)
+			}
 			changes = append(changes, Change{Key: ck, Deleted: true, Index: index})
 		}
 	}
+	if k.Type == dataplaneType {
+		// A Dataplane takes its insight with it.
+		return &Result{Index: index}, append(changes, f.removeDataplane(index, k)...)
+	}
 	st.remove(k)
+	st.touch(index, old, nil)
 	changes = append(changes, Change{Key: k, Deleted: true, Index: index})
 	return &Result{Index: index}, changes
 }
@@ -237,6 +249,7 @@ func (f *FSM) applyEnsureDefaultMesh(index uint64, t time.Time) (*Result, []Chan
 		Spec: d.NewSpec(),
 	}
 	st.put(m)
+	st.touch(index, nil, m)
 	st.markers[markerDefaultMeshCreated] = "true"
 	return &Result{Index: index, Resource: m, Created: true}, []Change{{Key: k, Index: index}}
 }
@@ -320,3 +333,57 @@ func (f *FSM) Marker(name string) (string, bool) {
 	v, ok := f.mu.st.markers[name]
 	return v, ok
 }
+
+// ChangeIndex is the index of the last entry that created, changed or
+// deleted a resource of type t in mesh ("" for global types): 0 if none
+// ever did. It never decreases and is the same on every replica at the same
+// applied index, so xDS versions can be derived from it.
+func (f *FSM) ChangeIndex(t resource.Type, mesh string) uint64 {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return f.mu.st.changeIndex(t, mesh)
+}
+
+// ServiceIndex is the index of the last entry that changed a Dataplane which
+// provides (or provided) service in mesh.
+func (f *FSM) ServiceIndex(mesh, service string) uint64 {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return f.mu.st.serviceIndex(mesh, service)
+}
+
+// Read calls fn with a consistent view of the state: no entry is applied
+// while fn runs, so keep it short. The view must not be used after fn returns.
+func (f *FSM) Read(fn func(v View)) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	fn(View{st: f.mu.st})
+}
+
+// View is a read-only, consistent view of the state (see FSM.Read).
+type View struct{ st *state }
+
+// Get returns one resource.
+func (v View) Get(k resource.Key) (*resource.Resource, bool) {
+	r, ok := v.st.byKey[k]
+	return r, ok
+}
+
+// List returns resources of a type in mesh ("" = all), sorted by (mesh, name).
+func (v View) List(t resource.Type, mesh string) []*resource.Resource { return v.st.list(t, mesh) }
+
+// DataplanesByService returns the Dataplanes providing service in mesh, sorted by name.
+// The slice must not be modified.
+func (v View) DataplanesByService(mesh, service string) []*resource.Resource {
+	b := v.st.byService[serviceKey{mesh, service}]
+	if b == nil {
+		return nil
+	}
+	return b.sortedView()
+}
+
+// ChangeIndex is FSM.ChangeIndex within the view.
+func (v View) ChangeIndex(t resource.Type, mesh string) uint64 { return v.st.changeIndex(t, mesh) }
+
+// ServiceIndex is FSM.ServiceIndex within the view.
+func (v View) ServiceIndex(mesh, service string) uint64 { return v.st.serviceIndex(mesh, service) }

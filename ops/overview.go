@@ -129,7 +129,7 @@ func (s *server) handleResourceTypes(w http.ResponseWriter, r *http.Request) {
 	for _, d := range resource.Descriptors() {
 		td := resourceTypeDescription{
 			Name:                string(d.Type),
-			ReadOnly:            d.GlobalOnly && s.cfg.Mode != "global",
+			ReadOnly:            d.ReadOnly || (d.GlobalOnly && s.cfg.Mode != "global"),
 			Path:                d.Plural,
 			SingularDisplayName: displayName(string(d.Type)),
 			PluralDisplayName:   pluralize(displayName(string(d.Type))),

@@ -158,6 +158,10 @@ func (s *server) handleDeleteGlobal(w http.ResponseWriter, r *http.Request) {
 
 func (s *server) handleDeleteMeshed(w http.ResponseWriter, r *http.Request) {
 	if d := s.descriptor(w, r, titleDelete, resource.ScopeMesh, false); d != nil {
+		if d.ReadOnly {
+			s.writeError(w, r, titleDelete, readOnly(titleDelete, d))
+			return
+		}
 		s.del(w, r, resource.Key{Type: d.Type, Mesh: r.PathValue("mesh"), Name: r.PathValue("name")})
 	}
 }
@@ -262,6 +266,9 @@ func (s *server) apply(w http.ResponseWriter, r *http.Request, title string, cmd
 
 // decodeBody reads and decodes the PUT body and checks it against the URL.
 func (s *server) decodeBody(w http.ResponseWriter, r *http.Request, d *resource.Descriptor, mesh, name string) (*resource.Resource, error) {
+	if d.ReadOnly {
+		return nil, readOnly(titlePut, d)
+	}
 	if d.GlobalOnly && s.cfg.Mode != "global" {
 		return nil, badRequest(titlePut, "type", fmt.Sprintf("%s can be written only on a global control plane; this one runs in %s mode", d.Type, s.cfg.Mode))
 	}
@@ -359,4 +366,9 @@ func parseIfMatch(h string) (ifMatch, error) {
 		return ifMatch{never: true}, nil
 	}
 	return ifMatch{version: v}, nil
+}
+
+// readOnly is the answer to a write of a type only the control plane writes.
+func readOnly(title string, d *resource.Descriptor) *Error {
+	return badRequest(title, "type", fmt.Sprintf("%s is read-only: the control plane writes it", d.Type))
 }

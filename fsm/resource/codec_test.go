@@ -95,6 +95,7 @@ func TestRoundTripEveryType(t *testing.T) {
 		TypeZoneIngress:           `{"type":"ZoneIngress","name":"zi","zone":"east","networking":{"address":"10.0.0.5","advertisedAddress":"1.2.3.4","port":10001,"advertisedPort":10001},"availableServices":[{"tags":{"kuma.io/service":"web"},"instances":2,"mesh":"default"}]}`,
 		TypeZoneEgress:            `{"type":"ZoneEgress","name":"ze","networking":{"address":"10.0.0.6","port":10002,"admin":{"port":9901}}}`,
 		TypeZone:                  `{"type":"Zone","name":"east","enabled":false}`,
+		TypeDataplaneInsight:      `{"type":"DataplaneInsight","mesh":"default","name":"dp-1","subscriptions":[{"id":"s1","controlPlaneInstanceId":"cp-1","replicaInstance":"abc","connectTime":"2026-01-02T03:04:05.123Z","disconnectTime":"2026-01-02T03:05:05Z","status":{"lastUpdateTime":"2026-01-02T03:04:06Z","total":{"responsesSent":3,"responsesAcknowledged":2,"responsesRejected":1},"cds":{"responsesSent":1,"responsesAcknowledged":1,"responsesRejected":0},"eds":{"responsesSent":1,"responsesAcknowledged":1,"responsesRejected":0},"lds":{"responsesSent":1,"responsesAcknowledged":0,"responsesRejected":1},"configVersion":"lds=7 cds=7 eds=9","lastNackError":"bad"},"generation":4}]}`,
 	}
 	for _, d := range Descriptors() {
 		doc, ok := docs[d.Type]

@@ -75,7 +75,10 @@ type Descriptor struct {
 	SpecUnderSpecField bool
 	// GlobalOnly types may be written only on a global control plane (Zone).
 	GlobalOnly bool
-	NewSpec    func() Spec
+	// ReadOnly types are written by the control plane itself, never
+	// through the API (DataplaneInsight).
+	ReadOnly bool
+	NewSpec  func() Spec
 }
 
 var (

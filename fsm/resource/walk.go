@@ -12,9 +12,13 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 )
 
-var rawJSONType = reflect.TypeFor[RawJSON]()
+var (
+	rawJSONType = reflect.TypeFor[RawJSON]()
+	timeType    = reflect.TypeFor[time.Time]()
+)
 
 // fieldTable maps JSON names to struct field indexes.
 type fieldTable map[string]int
@@ -95,6 +99,18 @@ func decodeValue(path string, v any, rv reflect.Value) error {
 	}
 	if v == nil {
 		rv.Set(reflect.Zero(t))
+		return nil
+	}
+	if t == timeType {
+		str, ok := v.(string)
+		if !ok {
+			return typeErr(path, "must be an RFC 3339 time string")
+		}
+		ts, err := time.Parse(time.RFC3339Nano, str)
+		if err != nil {
+			return typeErr(path, "must be an RFC 3339 time: "+err.Error())
+		}
+		rv.Set(reflect.ValueOf(ts))
 		return nil
 	}
 	switch t.Kind() {
