@@ -28,6 +28,7 @@ type memberMeta struct {
 	Version         string `json:"v,omitempty"`
 	Protocol        int    `json:"p"`
 	BootstrapExpect int    `json:"b"`
+	Instance        string `json:"i,omitempty"` // this run of the replica
 }
 
 const metaKind = "kuma-cp"
@@ -64,6 +65,7 @@ func (n *Node) startGossip() error {
 		Version:         cfg.Version,
 		Protocol:        fsm.ProtocolVersion,
 		BootstrapExpect: cfg.BootstrapExpect,
+		Instance:        n.instance,
 	}
 	b, err := json.Marshal(meta)
 	if err != nil {
@@ -247,3 +249,30 @@ func (e *gossipEvents) NotifyLeave(node *memberlist.Node) {
 		n.triggerReconcile()
 	}
 }
+
+// Member is one replica as gossip sees it.
+type Member struct {
+	Name     string
+	Instance string // changes every time the replica process starts
+	APIAddr  string
+	XDSAddr  string
+	Version  string
+	Alive    bool // alive or suspect; false once gossip declared it dead or it left
+}
+
+// Members returns every replica gossip knows, this one included, sorted by name.
+func (n *Node) Members() []Member {
+	ms := n.serverMembers(false)
+	out := make([]Member, 0, len(ms))
+	for _, m := range ms {
+		out = append(out, Member{Name: m.meta.Name, Instance: m.meta.Instance, APIAddr: m.meta.APIAddr,
+			XDSAddr: m.meta.XDSAddr, Version: m.meta.Version, Alive: m.alive()})
+	}
+	return out
+}
+
+// Instance identifies this run of the replica (random, new on every start).
+func (n *Node) Instance() string { return n.instance }
+
+// Name is the replica's name.
+func (n *Node) Name() string { return n.cfg.Name }

@@ -29,10 +29,11 @@ var clusterIDKey = []byte("kuma-ha/cluster-id")
 
 // Node is one replica: Raft, gossip and the forwarding RPC.
 type Node struct {
-	cfg   Config
-	log   *slog.Logger
-	hlog  hclog.Logger
-	state StateMachine
+	cfg      Config
+	instance string
+	log      *slog.Logger
+	hlog     hclog.Logger
+	state    StateMachine
 
 	store *raftboltdb.BoltStore
 	snaps *raft.FileSnapshotStore
@@ -116,6 +117,7 @@ func NewWithStateMachine(cfg Config, sm StateMachine) (*Node, error) {
 		reconcileCh: make(chan struct{}, 1),
 		joinedCh:    make(chan struct{}),
 		shutdownCh:  make(chan struct{}),
+		instance:    newInstanceID(),
 	}
 	n.mu.members = map[string]*member{}
 	n.mu.peers = map[string]peerInfo{}

@@ -1,6 +1,8 @@
 package cluster
 
 import (
+	"crypto/rand"
+	"encoding/hex"
 	"fmt"
 	"net/url"
 	"strconv"
@@ -40,3 +42,10 @@ func (n *Node) lastLog() (index, term uint64) {
 }
 
 func urlQueryEscape(s string) string { return url.QueryEscape(s) }
+
+// newInstanceID returns 16 random hex digits.
+func newInstanceID() string {
+	var b [8]byte
+	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails on Linux
+	return hex.EncodeToString(b[:])
+}

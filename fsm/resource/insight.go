@@ -106,9 +106,11 @@ func (s *DataplaneInsightSpec) Latest() *DiscoverySubscription {
 }
 
 // Merge returns a new spec with the report applied: a report replaces the
-// subscription with the same ID unless it is older (lower Generation); a
-// disconnect time, once set, stays. Only the MaxSubscriptions newest
-// subscriptions are kept. s is not modified.
+// subscription with the same ID when its Generation is higher (the owning
+// replica numbers its reports), so a stale report never undoes a newer one,
+// and the owner can reopen a stream the leader closed by mistake (it was
+// partitioned, not dead). Only the MaxSubscriptions newest subscriptions are
+// kept. s is not modified.
 func (s *DataplaneInsightSpec) Merge(report *DiscoverySubscription) *DataplaneInsightSpec {
 	out := &DataplaneInsightSpec{Subscriptions: make([]*DiscoverySubscription, 0, len(s.Subscriptions)+1)}
 	found := false
@@ -118,15 +120,12 @@ func (s *DataplaneInsightSpec) Merge(report *DiscoverySubscription) *DataplaneIn
 			continue
 		}
 		found = true
-		if report.Generation < sub.Generation {
+		if report.Generation <= sub.Generation {
 			out.Subscriptions = append(out.Subscriptions, sub)
 			continue
 		}
-		merged := *report
-		if sub.DisconnectTime != nil {
-			merged.DisconnectTime = sub.DisconnectTime
-		}
-		out.Subscriptions = append(out.Subscriptions, &merged)
+		r := *report
+		out.Subscriptions = append(out.Subscriptions, &r)
 	}
 	if !found {
 		r := *report
