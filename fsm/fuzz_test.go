@@ -30,6 +30,10 @@ func FuzzApply(f *testing.F) {
 		deleteCmd(meshKey("m1"), 0, t0),
 		deleteCmd(resource.Key{Type: policyType, Mesh: "m1", Name: "p"}, 4, t0),
 		{envelopeMagic, envelopeVersion, 0, 9},
+		mustEncode(Command{Type: CmdInsights, Time: t0, Insights: &InsightsCommand{
+			Reports: []InsightReport{{Mesh: "m1", Name: "dp", Subscription: &resource.DiscoverySubscription{ID: "s", ControlPlaneInstanceID: "cp-1", ConnectTime: t0, Generation: 1}}},
+			Offline: []OfflineMark{{Replica: "cp-2"}}}}),
+		mustEncode(Command{Type: CmdDeregister, Time: t0, Deregister: &DeregisterCommand{Key: resource.Key{Type: dataplaneType, Mesh: "m1", Name: "dp"}}}),
 	} {
 		f.Add(seed)
 	}
@@ -104,4 +108,12 @@ func FuzzRestore(f *testing.F) {
 			t.Fatal("restored state differs from the snapshot's source")
 		}
 	})
+}
+
+func mustEncode(c Command) []byte {
+	b, err := Encode(c)
+	if err != nil {
+		panic(err)
+	}
+	return b
 }
