@@ -24,16 +24,17 @@ type dataplaneOverview struct {
 	DataplaneInsight dataplaneInsight           `json:"dataplaneInsight"`
 }
 
-// dataplaneInsight will carry the xDS subscriptions (which replica a proxy is
-// connected to) once insights exist; until then it is empty.
+// dataplaneInsight is Kuma's DataplaneInsight: one subscription per xDS
+// stream, each naming the replica (controlPlaneInstanceId) it was on; the
+// proxy is Online while one of them has no disconnectTime.
 type dataplaneInsight struct {
-	Subscriptions []json.RawMessage `json:"subscriptions"`
+	Subscriptions []*resource.DiscoverySubscription `json:"subscriptions"`
 }
 
 // metaFields are the keys of the flat shape that are not spec.
 var metaFields = []string{"type", "mesh", "name", "creationTime", "modificationTime", "labels"}
 
-func toOverview(res *resource.Resource) (*dataplaneOverview, error) {
+func (s *server) toOverview(res *resource.Resource) (*dataplaneOverview, error) {
 	raw, err := json.Marshal(res)
 	if err != nil {
 		return nil, fmt.Errorf("encode %s: %w", res.Key(), err)
@@ -49,7 +50,12 @@ func toOverview(res *resource.Resource) (*dataplaneOverview, error) {
 		CreationTime:     fields["creationTime"],
 		ModificationTime: fields["modificationTime"],
 		Labels:           fields["labels"],
-		DataplaneInsight: dataplaneInsight{Subscriptions: []json.RawMessage{}},
+		DataplaneInsight: dataplaneInsight{Subscriptions: []*resource.DiscoverySubscription{}},
+	}
+	if ins, ok := s.state.Get(resource.Key{Type: resource.TypeDataplaneInsight, Mesh: res.Mesh, Name: res.Name}); ok {
+		if spec, ok := ins.Spec.(*resource.DataplaneInsightSpec); ok && len(spec.Subscriptions) > 0 {
+			ov.DataplaneInsight.Subscriptions = spec.Subscriptions
+		}
 	}
 	for _, k := range metaFields {
 		delete(fields, k)
@@ -76,7 +82,7 @@ func (s *server) handleOverviewList(w http.ResponseWriter, r *http.Request) {
 	dps := s.state.List(t, r.PathValue("mesh"))
 	out := make([]*dataplaneOverview, 0, len(dps))
 	for _, dp := range dps {
-		ov, err := toOverview(dp)
+		ov, err := s.toOverview(dp)
 		if err != nil {
 			s.writeError(w, r, titleList, err)
 			return
@@ -96,7 +102,7 @@ func (s *server) handleOverviewGet(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, titleGet, fsm.ErrNotFound)
 		return
 	}
-	ov, err := toOverview(res)
+	ov, err := s.toOverview(res)
 	if err != nil {
 		s.writeError(w, r, titleGet, err)
 		return

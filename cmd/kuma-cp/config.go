@@ -46,6 +46,11 @@ type Config struct {
 	DeadServerCleanup       bool
 	MaxBodySize             int64
 	ShutdownTimeout         time.Duration
+
+	DataplaneCleanupGrace time.Duration
+	DeadReplicaGrace      time.Duration
+	InsightFlushInterval  time.Duration
+	XDSRebalanceRate      float64
 }
 
 // DefaultConfig is what `kuma-cp run` with no flags uses: a single-node
@@ -73,6 +78,10 @@ func DefaultConfig() Config {
 		ServerStabilizationTime: cc.ServerStabilizationTime,
 		MaxBodySize:             1 << 20,
 		ShutdownTimeout:         10 * time.Second,
+		DataplaneCleanupGrace:   time.Minute,
+		DeadReplicaGrace:        5 * time.Second,
+		InsightFlushInterval:    time.Second,
+		XDSRebalanceRate:        2,
 	}
 }
 
@@ -102,6 +111,10 @@ func (c *Config) bindFlags(fs *pflag.FlagSet) {
 	fs.BoolVar(&c.DeadServerCleanup, "dead-server-cleanup", c.DeadServerCleanup, "remove replicas that gossip declares dead from the Raft configuration automatically")
 	fs.Int64Var(&c.MaxBodySize, "max-body-size", c.MaxBodySize, "largest accepted request body in bytes")
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", c.ShutdownTimeout, "how long a graceful stop may take")
+	fs.DurationVar(&c.DataplaneCleanupGrace, "dataplane-cleanup-grace", c.DataplaneCleanupGrace, "remove a Dataplane its proxy registered once that proxy has been connected to no replica for this long")
+	fs.DurationVar(&c.DeadReplicaGrace, "dead-replica-grace", c.DeadReplicaGrace, "mark the proxies of a replica that gossip declared dead offline after this long")
+	fs.DurationVar(&c.InsightFlushInterval, "insight-flush-interval", c.InsightFlushInterval, "how often proxy connection reports (DataplaneInsight) are written through the log")
+	fs.Float64Var(&c.XDSRebalanceRate, "xds-rebalance-rate", c.XDSRebalanceRate, "streams per second a replica holding more than its fair share of proxies closes (0 disables rebalancing)")
 }
 
 // fillUnset sets every flag the command line did not set from the
@@ -224,10 +237,15 @@ func (c *Config) Validate() error {
 		{"--raft-leader-lease-timeout", c.LeaderLeaseTimeout}, {"--apply-timeout", c.ApplyTimeout},
 		{"--raft-commit-timeout", c.CommitTimeout},
 		{"--shutdown-timeout", c.ShutdownTimeout},
+		{"--dataplane-cleanup-grace", c.DataplaneCleanupGrace}, {"--dead-replica-grace", c.DeadReplicaGrace},
+		{"--insight-flush-interval", c.InsightFlushInterval},
 	} {
 		if d.v <= 0 {
 			return fmt.Errorf("%s: must be positive, got %s", d.flag, d.v)
 		}
+	}
+	if c.XDSRebalanceRate < 0 || c.XDSRebalanceRate > 1000 {
+		return fmt.Errorf("--xds-rebalance-rate: must be between 0 and 1000 streams a second, got %g", c.XDSRebalanceRate)
 	}
 	if c.MaxBodySize < 1024 {
 		return fmt.Errorf("--max-body-size: must be at least 1024 bytes, got %d", c.MaxBodySize)

@@ -23,6 +23,7 @@ import (
 	"github.com/kuma-ha/kuma-ha/cmd/internal/version"
 	"github.com/kuma-ha/kuma-ha/fsm"
 	"github.com/kuma-ha/kuma-ha/ops"
+	"github.com/kuma-ha/kuma-ha/xds"
 )
 
 func main() {
@@ -125,9 +126,32 @@ func run(ctx context.Context, cfg Config) error {
 		Registry:    reg,
 	}, state, node)
 
+	rebalance := cfg.XDSRebalanceRate
+	if rebalance == 0 {
+		rebalance = -1 // disabled
+	}
+	xdsServer, err := xds.New(xds.Options{
+		State:            state,
+		Cluster:          node,
+		Logger:           logger,
+		Registry:         reg,
+		InsightFlush:     cfg.InsightFlushInterval,
+		DeregisterGrace:  cfg.DataplaneCleanupGrace,
+		DeadReplicaGrace: cfg.DeadReplicaGrace,
+		RebalanceRate:    rebalance,
+	})
+	if err != nil {
+		return fmt.Errorf("xds: %w", err)
+	}
+
 	apiLn, err := net.Listen("tcp", cfg.APIAddr)
 	if err != nil {
 		return fmt.Errorf("--api-addr: %w", err)
+	}
+	xdsLn, err := net.Listen("tcp", cfg.XDSAddr)
+	if err != nil {
+		_ = apiLn.Close()
+		return fmt.Errorf("--xds-addr: %w", err)
 	}
 	api := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second}
 	apiErr := make(chan error, 1)
@@ -135,10 +159,15 @@ func run(ctx context.Context, cfg Config) error {
 
 	if err := node.Start(ctx); err != nil {
 		_ = api.Close()
+		_ = xdsLn.Close()
 		<-apiErr
 		return fmt.Errorf("cluster: %w", err)
 	}
-	logger.Info("control plane started", "api", apiLn.Addr().String(), "raft", cfg.RaftAddr,
+	xdsCtx, stopXDS := context.WithCancel(context.Background())
+	defer stopXDS()
+	xdsErr := make(chan error, 1)
+	go func() { xdsErr <- xdsServer.Serve(xdsCtx, xdsLn) }()
+	logger.Info("control plane started", "api", apiLn.Addr().String(), "xds", xdsLn.Addr().String(), "raft", cfg.RaftAddr,
 		"gossip", cfg.GossipAddr, "advertise", cfg.AdvertiseHost, "bootstrapExpect", cfg.BootstrapExpect,
 		"join", strings.Join(cfg.Join, ","), "version", version.Get())
 
@@ -148,6 +177,9 @@ func run(ctx context.Context, cfg Config) error {
 		logger.Info("stopping")
 	case err := <-apiErr:
 		runErr = fmt.Errorf("api server: %w", err)
+	case err := <-xdsErr:
+		runErr = fmt.Errorf("xds server: %w", err)
+		xdsErr <- nil
 	}
 
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
@@ -157,6 +189,13 @@ func run(ctx context.Context, cfg Config) error {
 	// Then the cluster node, which hands leadership over before it stops.
 	if err := api.Shutdown(shutdownCtx); err != nil {
 		_ = api.Close()
+	}
+	// Then xDS: every proxy is told to reconnect to another replica, and the
+	// last connection reports are written while Raft still runs.
+	xdsServer.Shutdown(shutdownCtx)
+	stopXDS()
+	if err := <-xdsErr; err != nil && runErr == nil {
+		logger.Warn("xds server", "err", err)
 	}
 	if err := node.Close(); err != nil {
 		logger.Warn("cluster close", "err", err)

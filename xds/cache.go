@@ -1,0 +1,677 @@
+package xds
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync"
+	"time"
+
+	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/cache/v3"
+	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
+
+	"github.com/kuma-ha/kuma-ha/fsm"
+	"github.com/kuma-ha/kuma-ha/fsm/resource"
+	"github.com/kuma-ha/kuma-ha/xds/envoy"
+)
+
+// The cache is this replica's view of what every proxy connected to it
+// should have. It implements go-control-plane's cache.Cache itself instead of
+// using SnapshotCache or LinearCache, for three reasons:
+//
+//   - versions must be the same on every replica for the same state (they are
+//     derived from change indexes, see version.go), not per-cache counters;
+//   - a ClusterLoadAssignment is built and marshalled once per service and
+//     shared by every proxy that needs it;
+//   - a watch from a proxy that has a newer version than this replica has
+//     applied is held until the replica catches up (never back in time).
+//
+// Every watch answers at most once (the server opens a new one on the next
+// request, as with go-control-plane's own caches).
+
+var (
+	typeLDS = resourcev3.ListenerType
+	typeCDS = resourcev3.ClusterType
+	typeEDS = resourcev3.EndpointType
+)
+
+var marshalOpts = proto.MarshalOptions{Deterministic: true}
+
+// errNoDataplane: the proxy's Dataplane does not exist (yet).
+var errNoDataplane = errors.New("dataplane not found")
+
+// typeSet is one proxy's generated resources of one type.
+type typeSet struct {
+	version string
+	index   uint64
+	names   []string // sorted
+	res     map[string]*anypb.Any
+}
+
+// proxy is one Dataplane with at least one stream on this replica.
+type proxy struct {
+	key      resource.Key
+	streams  int
+	inputIdx uint64 // change index the current config was generated at
+	err      error  // why there is no config (errNoDataplane, a generator error)
+	lds, cds *typeSet
+	eps      []envoy.EndpointRef
+	watches  map[*watch]struct{}
+}
+
+// cla is one shared ClusterLoadAssignment.
+type cla struct {
+	ref     envoy.EndpointRef
+	index   uint64
+	version string
+	any     *anypb.Any
+	users   int
+	proxies map[*proxy]struct{}
+}
+
+type claKey struct{ mesh, cluster string }
+
+type watch struct {
+	p       *proxy
+	typeURL string
+	req     *discovery.DiscoveryRequest      // sotw
+	dreq    *discovery.DeltaDiscoveryRequest // delta
+	sub     cache.Subscription
+	ch      chan cache.Response
+	dch     chan cache.DeltaResponse
+}
+
+// Cache implements cache.Cache over the replicated state.
+type Cache struct {
+	state *fsm.FSM
+	log   *slog.Logger
+	m     *metrics
+
+	mu      sync.Mutex
+	proxies map[resource.Key]*proxy
+	clas    map[claKey]*cla
+}
+
+// NewCache returns a cache over state. Run must be running for it to follow changes.
+func NewCache(state *fsm.FSM, log *slog.Logger, m *metrics) *Cache {
+	if m == nil {
+		m = newMetrics()
+	}
+	return &Cache{state: state, log: log, m: m, proxies: map[resource.Key]*proxy{}, clas: map[claKey]*cla{}}
+}
+
+// ParseNodeID splits a node id "{mesh}.{name}" (at the first dot).
+func ParseNodeID(id string) (resource.Key, error) {
+	for i := 0; i < len(id); i++ {
+		if id[i] == '.' {
+			if i == 0 || i == len(id)-1 {
+				break
+			}
+			return resource.Key{Type: resource.TypeDataplane, Mesh: id[:i], Name: id[i+1:]}, nil
+		}
+	}
+	return resource.Key{}, fmt.Errorf("node id %q: want {mesh}.{name}", id)
+}
+
+// Attach counts a stream of the proxy k; Detach releases it.
+func (c *Cache) Attach(k resource.Key) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	p := c.proxies[k]
+	if p == nil {
+		p = &proxy{key: k, watches: map[*watch]struct{}{}}
+		c.proxies[k] = p
+		c.regenerate(p)
+	}
+	p.streams++
+}
+
+// Detach releases a stream of proxy k.
+func (c *Cache) Detach(k resource.Key) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	p := c.proxies[k]
+	if p == nil {
+		return
+	}
+	p.streams--
+	if p.streams > 0 {
+		return
+	}
+	for w := range p.watches {
+		delete(p.watches, w)
+	}
+	c.setEndpoints(p, nil)
+	delete(c.proxies, k)
+}
+
+// Proxies returns how many distinct proxies have streams here.
+func (c *Cache) Proxies() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.proxies)
+}
+
+// Run follows the state until ctx ends: each batch of changes regenerates
+// what it touched and answers the watches that were waiting for it.
+func (c *Cache) Run(ctx context.Context) {
+	sub := c.state.Subscribe()
+	defer sub.Close()
+	// A slow tick re-checks watches held for a lagging replica even when no
+	// relevant change arrives (their applied index still moves).
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-sub.C:
+			b := sub.Next()
+			if b.Reset || relevant(b.Changes) {
+				c.refresh()
+			} else {
+				c.retryHeld()
+			}
+		case <-tick.C:
+			c.retryHeld()
+		}
+	}
+}
+
+// relevant reports whether a batch can change any proxy's config.
+func relevant(changes []fsm.Change) bool {
+	for _, ch := range changes {
+		switch ch.Key.Type {
+		case resource.TypeDataplane, resource.TypeMesh, resource.TypeTrafficRoute, resource.TypeMeshTimeout:
+			return true
+		}
+	}
+	return false
+}
+
+// inputIndex is the change index a proxy's listeners and clusters depend on.
+func inputIndex(v fsm.View, k resource.Key) (uint64, *envoy.Input, error) {
+	dp, ok := v.Get(k)
+	if !ok {
+		return 0, nil, errNoDataplane
+	}
+	m, ok := v.Get(resource.Key{Type: resource.TypeMesh, Name: k.Mesh})
+	if !ok {
+		return 0, nil, fmt.Errorf("mesh %q not found", k.Mesh)
+	}
+	idx := max(dp.Version, m.Version, v.ChangeIndex(resource.TypeTrafficRoute, k.Mesh), v.ChangeIndex(resource.TypeMeshTimeout, k.Mesh))
+	return idx, &envoy.Input{Mesh: m, Proxy: dp}, nil
+}
+
+// refresh regenerates every proxy and CLA whose inputs changed. Caller must not hold mu.
+func (c *Cache) refresh() {
+	start := time.Now()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var stale []*proxy
+	c.state.Read(func(v fsm.View) {
+		for _, p := range c.proxies {
+			idx, _, err := inputIndex(v, p.key)
+			if idx != p.inputIdx || (err == nil) != (p.err == nil) {
+				stale = append(stale, p)
+			}
+		}
+	})
+	for _, p := range stale {
+		c.regenerate(p)
+	}
+	var staleCLAs []claKey
+	c.state.Read(func(v fsm.View) {
+		for k, e := range c.clas {
+			if v.ServiceIndex(k.mesh, e.ref.Service) != e.index {
+				staleCLAs = append(staleCLAs, k)
+			}
+		}
+	})
+	for _, k := range staleCLAs {
+		c.buildCLA(k, c.clas[k])
+	}
+	touched := map[*proxy]struct{}{}
+	for _, p := range stale {
+		touched[p] = struct{}{}
+	}
+	for _, k := range staleCLAs {
+		for p := range c.clas[k].proxies {
+			touched[p] = struct{}{}
+		}
+	}
+	for p := range touched {
+		c.answer(p)
+	}
+	c.retryHeldLocked(touched)
+	if len(stale) > 0 || len(staleCLAs) > 0 {
+		c.m.refreshSeconds.Observe(time.Since(start).Seconds())
+		c.m.regenerated.Add(float64(len(stale)))
+		c.m.clasBuilt.Add(float64(len(staleCLAs)))
+	}
+}
+
+// retryHeld answers watches that were held because this replica was behind.
+func (c *Cache) retryHeld() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.retryHeldLocked(nil)
+}
+
+func (c *Cache) retryHeldLocked(skip map[*proxy]struct{}) {
+	applied := c.state.AppliedIndex()
+	for _, p := range c.proxies {
+		if _, done := skip[p]; done {
+			continue
+		}
+		for w := range p.watches {
+			if w.minIndex() <= applied && w.minIndex() > 0 {
+				c.answer(p)
+				break
+			}
+		}
+	}
+}
+
+// regenerate rebuilds p's listeners and clusters from one consistent view.
+func (c *Cache) regenerate(p *proxy) {
+	var (
+		idx uint64
+		in  *envoy.Input
+		err error
+	)
+	c.state.Read(func(v fsm.View) {
+		idx, in, err = inputIndex(v, p.key)
+		if err != nil {
+			return
+		}
+		in.Routes = v.List(resource.TypeTrafficRoute, p.key.Mesh)
+		in.Timeouts = v.List(resource.TypeMeshTimeout, p.key.Mesh)
+	})
+	p.inputIdx, p.err = idx, err
+	if err != nil {
+		p.lds, p.cds = nil, nil
+		c.setEndpoints(p, nil)
+		return
+	}
+	out, err := envoy.Generate(*in)
+	if err != nil {
+		p.err = fmt.Errorf("generate config for %s: %w", p.key, err)
+		c.log.Warn("cannot generate proxy config", "dataplane", p.key.String(), "err", err)
+		return
+	}
+	lds, err := buildSet(typeLDS, idx, len(out.Listeners), func(i int) (string, proto.Message) {
+		return out.Listeners[i].GetName(), out.Listeners[i]
+	})
+	if err == nil {
+		p.lds = lds
+		p.cds, err = buildSet(typeCDS, idx, len(out.Clusters), func(i int) (string, proto.Message) {
+			return out.Clusters[i].GetName(), out.Clusters[i]
+		})
+	}
+	if err != nil {
+		p.err = fmt.Errorf("marshal config for %s: %w", p.key, err)
+		return
+	}
+	c.setEndpoints(p, out.Endpoints)
+}
+
+func buildSet(typeURL string, idx uint64, n int, at func(i int) (string, proto.Message)) (*typeSet, error) {
+	ts := &typeSet{index: idx, names: make([]string, 0, n), res: make(map[string]*anypb.Any, n)}
+	h := newHasher()
+	for i := range n {
+		name, msg := at(i)
+		b, err := marshalOpts.Marshal(msg)
+		if err != nil {
+			return nil, fmt.Errorf("%s %q: %w", typeURL, name, err)
+		}
+		ts.names = append(ts.names, name)
+		ts.res[name] = &anypb.Any{TypeUrl: typeURL, Value: b}
+		h.addString(name)
+		h.add(b)
+	}
+	slices.Sort(ts.names)
+	ts.version = formatVersion(idx, h.sum())
+	return ts, nil
+}
+
+// setEndpoints moves p's CLA references to refs, building CLAs that are new.
+func (c *Cache) setEndpoints(p *proxy, refs []envoy.EndpointRef) {
+	for _, old := range p.eps {
+		k := claKey{p.key.Mesh, old.Cluster}
+		if e := c.clas[k]; e != nil {
+			delete(e.proxies, p)
+			if len(e.proxies) == 0 {
+				delete(c.clas, k)
+			}
+		}
+	}
+	p.eps = refs
+	for _, ref := range refs {
+		k := claKey{p.key.Mesh, ref.Cluster}
+		e := c.clas[k]
+		if e == nil {
+			e = &cla{ref: ref, proxies: map[*proxy]struct{}{}}
+			c.clas[k] = e
+			c.buildCLA(k, e)
+		}
+		e.proxies[p] = struct{}{}
+	}
+}
+
+func (c *Cache) buildCLA(k claKey, e *cla) {
+	var dps []*resource.Resource
+	c.state.Read(func(v fsm.View) {
+		e.index = v.ServiceIndex(k.mesh, e.ref.Service)
+		dps = v.DataplanesByService(k.mesh, e.ref.Service)
+	})
+	msg := envoy.LoadAssignment(e.ref, dps)
+	b, err := marshalOpts.Marshal(msg)
+	if err != nil {
+		c.log.Error("cannot marshal load assignment", "cluster", k.cluster, "err", err)
+		return
+	}
+	e.any = &anypb.Any{TypeUrl: typeEDS, Value: b}
+	h := newHasher()
+	h.add(b)
+	e.version = formatVersion(e.index, h.sum())
+}
+
+// minIndex is the applied index this replica needs before it may answer:
+// the newest index of anything the proxy already has.
+func (w *watch) minIndex() uint64 {
+	var m uint64
+	if w.req != nil {
+		m = versionIndex(w.req.GetVersionInfo())
+	}
+	if w.sub != nil {
+		for _, v := range w.sub.ReturnedResources() {
+			m = max(m, versionIndex(v))
+		}
+	}
+	return m
+}
+
+// CreateWatch implements cache.ConfigWatcher (state of the world).
+func (c *Cache) CreateWatch(req *cache.Request, sub cache.Subscription, ch chan cache.Response) (func(), error) {
+	k, err := ParseNodeID(req.GetNode().GetId())
+	if err != nil {
+		return nil, err
+	}
+	return c.addWatch(k, &watch{typeURL: req.GetTypeUrl(), req: req, sub: sub, ch: ch})
+}
+
+// CreateDeltaWatch implements cache.ConfigWatcher (incremental).
+func (c *Cache) CreateDeltaWatch(req *cache.DeltaRequest, sub cache.Subscription, ch chan cache.DeltaResponse) (func(), error) {
+	k, err := ParseNodeID(req.GetNode().GetId())
+	if err != nil {
+		return nil, err
+	}
+	return c.addWatch(k, &watch{typeURL: req.GetTypeUrl(), dreq: req, sub: sub, dch: ch})
+}
+
+// Fetch implements cache.ConfigFetcher; REST polling is not served.
+func (c *Cache) Fetch(context.Context, *cache.Request) (cache.Response, error) {
+	return nil, errors.New("xds: REST fetch is not supported; use ADS")
+}
+
+func (c *Cache) addWatch(k resource.Key, w *watch) (func(), error) {
+	switch w.typeURL {
+	case typeLDS, typeCDS, typeEDS:
+	default:
+		// Types we do not generate (RDS, SDS...) get no answer, like an empty SotW set.
+		return func() {}, nil
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	p := c.proxies[k]
+	if p == nil {
+		return nil, fmt.Errorf("xds: no stream registered for %s", k)
+	}
+	w.p = p
+	p.watches[w] = struct{}{}
+	c.answerOne(w)
+	return func() {
+		c.mu.Lock()
+		delete(p.watches, w)
+		c.mu.Unlock()
+	}, nil
+}
+
+// answer tries every open watch of p.
+func (c *Cache) answer(p *proxy) {
+	for w := range p.watches {
+		c.answerOne(w)
+	}
+}
+
+// answerOne sends w its response if there is something new for it, and
+// closes it. Caller holds mu.
+func (c *Cache) answerOne(w *watch) {
+	p := w.p
+	if p.err != nil || p.lds == nil {
+		return // nothing to serve yet; the proxy keeps what it has
+	}
+	if need := w.minIndex(); need > c.state.AppliedIndex() {
+		c.m.heldBehind.Inc()
+		return // this replica is behind the proxy: wait, never go back in time
+	}
+	var sent bool
+	if w.dreq != nil {
+		sent = c.answerDelta(w)
+	} else {
+		sent = c.answerSotW(w)
+	}
+	if sent {
+		delete(p.watches, w)
+		c.m.responses.WithLabelValues(shortType(w.typeURL)).Inc()
+	}
+}
+
+// current returns the resources of w's type for p: names (sorted), and per name the
+// resource and its version; for EDS only the requested (or all needed) CLAs.
+func (c *Cache) current(w *watch) (names []string, res map[string]*anypb.Any, vers map[string]string, index uint64) {
+	p := w.p
+	switch w.typeURL {
+	case typeLDS, typeCDS:
+		ts := p.lds
+		if w.typeURL == typeCDS {
+			ts = p.cds
+		}
+		vers = make(map[string]string, len(ts.names))
+		for _, n := range ts.names {
+			vers[n] = ts.version
+		}
+		return ts.names, ts.res, vers, ts.index
+	}
+	want := w.sub.SubscribedResources()
+	res = map[string]*anypb.Any{}
+	vers = map[string]string{}
+	add := func(name string) {
+		if e := c.clas[claKey{p.key.Mesh, name}]; e != nil && e.any != nil {
+			if _, dup := res[name]; !dup {
+				names = append(names, name)
+				res[name] = e.any
+				vers[name] = e.version
+				index = max(index, e.index)
+			}
+		}
+	}
+	if w.sub.IsWildcard() || len(want) == 0 {
+		for _, ref := range p.eps {
+			add(ref.Cluster)
+		}
+	} else {
+		for name := range want {
+			add(name)
+		}
+	}
+	slices.Sort(names)
+	return names, res, vers, index
+}
+
+func (c *Cache) answerSotW(w *watch) bool {
+	names, res, vers, index := c.current(w)
+	version := ""
+	if w.typeURL == typeEDS {
+		h := newHasher()
+		for _, n := range names {
+			h.addString(n)
+			h.addString(vers[n])
+		}
+		version = formatVersion(index, h.sum())
+	} else if len(names) > 0 {
+		version = vers[names[0]]
+	} else if w.typeURL == typeLDS {
+		version = w.p.lds.version
+	} else {
+		version = w.p.cds.version
+	}
+	if version == w.req.GetVersionInfo() {
+		return false // the proxy has exactly this
+	}
+	if w.req.GetErrorDetail() != nil {
+		// A NACK: do not send the rejected version again, wait for a new one.
+		for _, sent := range w.sub.ReturnedResources() {
+			if sent == version {
+				return false
+			}
+			break
+		}
+	}
+	out := &discovery.DiscoveryResponse{VersionInfo: version, TypeUrl: w.typeURL, Resources: make([]*anypb.Any, 0, len(names))}
+	returned := make(map[string]string, len(names))
+	for _, n := range names {
+		out.Resources = append(out.Resources, res[n])
+		returned[n] = version
+	}
+	select {
+	case w.ch <- &sotwResponse{req: w.req, resp: out, returned: returned}:
+	default:
+		// The server's channel holds one response per type; a full channel
+		// means one is already on its way and the next request re-watches.
+		return false
+	}
+	return true
+}
+
+func (c *Cache) answerDelta(w *watch) bool {
+	names, res, vers, _ := c.current(w)
+	known := w.sub.ReturnedResources()
+	out := &discovery.DeltaDiscoveryResponse{TypeUrl: w.typeURL}
+	next := make(map[string]string, len(names))
+	for _, n := range names {
+		next[n] = vers[n]
+		if known[n] != vers[n] {
+			out.Resources = append(out.Resources, &discovery.Resource{Name: n, Version: vers[n], Resource: res[n]})
+		}
+	}
+	for n := range known {
+		if _, ok := next[n]; !ok {
+			out.RemovedResources = append(out.RemovedResources, n)
+		}
+	}
+	slices.Sort(out.RemovedResources)
+	// The first answer on a stream is sent even when empty, so the proxy
+	// knows the type is served.
+	first := w.dreq.GetResponseNonce() == "" && len(w.dreq.GetInitialResourceVersions()) == 0 && len(known) == 0
+	if len(out.Resources) == 0 && len(out.RemovedResources) == 0 && !first {
+		return false
+	}
+	h := newHasher()
+	for _, n := range names {
+		h.addString(n)
+		h.addString(next[n])
+	}
+	out.SystemVersionInfo = formatVersion(0, h.sum())
+	select {
+	case w.dch <- &deltaResponse{req: w.dreq, resp: out, next: next}:
+	default:
+		return false
+	}
+	return true
+}
+
+// Config returns the current listeners, clusters and load assignments of a
+// connected proxy (for tests and debugging), or an error.
+func (c *Cache) Config(k resource.Key) (map[string][]*anypb.Any, map[string]string, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	p := c.proxies[k]
+	if p == nil {
+		return nil, nil, fmt.Errorf("%s has no stream on this replica", k)
+	}
+	if p.err != nil {
+		return nil, nil, p.err
+	}
+	out := map[string][]*anypb.Any{}
+	vers := map[string]string{}
+	for _, ts := range []*typeSet{p.lds, p.cds} {
+		for _, n := range ts.names {
+			out[ts.res[n].TypeUrl] = append(out[ts.res[n].TypeUrl], ts.res[n])
+		}
+	}
+	vers[typeLDS], vers[typeCDS] = p.lds.version, p.cds.version
+	for _, ref := range p.eps {
+		if e := c.clas[claKey{k.Mesh, ref.Cluster}]; e != nil && e.any != nil {
+			out[typeEDS] = append(out[typeEDS], e.any)
+		}
+	}
+	return out, vers, nil
+}
+
+func shortType(typeURL string) string {
+	switch typeURL {
+	case typeLDS:
+		return "lds"
+	case typeCDS:
+		return "cds"
+	case typeEDS:
+		return "eds"
+	}
+	return "other"
+}
+
+// sotwResponse is a prebuilt state-of-the-world response.
+type sotwResponse struct {
+	req      *discovery.DiscoveryRequest
+	resp     *discovery.DiscoveryResponse
+	returned map[string]string
+}
+
+func (r *sotwResponse) GetDiscoveryResponse() (*discovery.DiscoveryResponse, error) {
+	return r.resp, nil
+}
+func (r *sotwResponse) GetRequest() *discovery.DiscoveryRequest { return r.req }
+func (r *sotwResponse) GetVersion() (string, error)             { return r.resp.VersionInfo, nil }
+func (r *sotwResponse) GetResponseVersion() string              { return r.resp.VersionInfo }
+func (r *sotwResponse) GetReturnedResources() map[string]string { return r.returned }
+func (r *sotwResponse) GetContext() context.Context             { return context.Background() }
+
+// deltaResponse is a prebuilt incremental response.
+type deltaResponse struct {
+	req  *discovery.DeltaDiscoveryRequest
+	resp *discovery.DeltaDiscoveryResponse
+	next map[string]string
+}
+
+func (r *deltaResponse) GetDeltaDiscoveryResponse() (*discovery.DeltaDiscoveryResponse, error) {
+	return r.resp, nil
+}
+func (r *deltaResponse) GetDeltaRequest() *discovery.DeltaDiscoveryRequest { return r.req }
+func (r *deltaResponse) GetSystemVersion() (string, error)                 { return r.resp.SystemVersionInfo, nil }
+func (r *deltaResponse) GetResponseVersion() string                        { return r.resp.SystemVersionInfo }
+func (r *deltaResponse) GetNextVersionMap() map[string]string              { return r.next }
+func (r *deltaResponse) GetReturnedResources() map[string]string           { return r.next }
+func (r *deltaResponse) GetContext() context.Context                       { return context.Background() }
+
+var (
+	_ cache.Cache         = (*Cache)(nil)
+	_ cache.Response      = (*sotwResponse)(nil)
+	_ cache.DeltaResponse = (*deltaResponse)(nil)
+)

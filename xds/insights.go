@@ -1,0 +1,159 @@
+package xds
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/kuma-ha/kuma-ha/cluster"
+	"github.com/kuma-ha/kuma-ha/fsm"
+	"github.com/kuma-ha/kuma-ha/fsm/resource"
+)
+
+// Insight reports: every stream's DataplaneInsight subscription lives in
+// memory and is written through the log in batches, never once per event.
+// Connects and disconnects go out within a quarter of InsightFlush;
+// counters (responses, ACKs, NACKs) at most once per InsightFlush.
+
+// maxReportsPerEntry bounds one log entry.
+const maxReportsPerEntry = 500
+
+func (s *Server) runReporter(ctx context.Context) {
+	fast := max(s.opts.InsightFlush/4, 10*time.Millisecond)
+	t := time.NewTicker(fast)
+	defer t.Stop()
+	last := time.Now()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		case <-s.kick:
+			// Let a burst of connects gather before writing.
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(fast):
+			}
+		}
+		s.mu.Lock()
+		urgent := s.mu.urgent
+		s.mu.Unlock()
+		if urgent || time.Since(last) >= s.opts.InsightFlush {
+			s.reopenClosedByLeader()
+			s.flush(ctx, false)
+			last = time.Now()
+		}
+	}
+}
+
+// flush writes every dirty subscription. On failure the reports stay dirty
+// and go out with the next flush (a newer report replaces an older one).
+func (s *Server) flush(ctx context.Context, final bool) {
+	s.mu.Lock()
+	if len(s.mu.dirty) == 0 {
+		s.mu.urgent = false
+		s.mu.Unlock()
+		return
+	}
+	keys := make([]streamKey, 0, len(s.mu.dirty))
+	reports := make([]fsm.InsightReport, 0, len(s.mu.dirty))
+	for k, st := range s.mu.dirty {
+		st.sub.Generation++
+		sub := st.sub
+		reports = append(reports, fsm.InsightReport{Mesh: st.key.Mesh, Name: st.key.Name, Subscription: &sub})
+		keys = append(keys, k)
+	}
+	s.mu.dirty = map[streamKey]*stream{}
+	s.mu.urgent = false
+	s.mu.Unlock()
+
+	var failed []int
+	for i := 0; i < len(reports); i += maxReportsPerEntry {
+		j := min(i+maxReportsPerEntry, len(reports))
+		actx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		res, err := s.opts.Cluster.Apply(actx, fsm.Command{Type: fsm.CmdInsights,
+			Insights: &fsm.InsightsCommand{Reports: reports[i:j]}})
+		cancel()
+		if err == nil {
+			err = res.Err
+		}
+		if err != nil {
+			s.m.insightWrites.WithLabelValues("error").Inc()
+			if errors.Is(err, cluster.ErrProtocolVersion) {
+				s.log.Debug("insights not written: a replica runs an older protocol", "err", err)
+				continue // dropped: an old replica could not apply them
+			}
+			if !final {
+				s.log.Debug("insight reports not written; will retry", "reports", j-i, "err", err)
+			}
+			for k := i; k < j; k++ {
+				failed = append(failed, k)
+			}
+			continue
+		}
+		s.m.insightWrites.WithLabelValues("ok").Inc()
+	}
+	if len(failed) == 0 || final {
+		return
+	}
+	s.mu.Lock()
+	for _, i := range failed {
+		k := keys[i]
+		if _, newer := s.mu.dirty[k]; newer {
+			continue
+		}
+		if st := s.mu.streams[k]; st != nil {
+			s.mu.dirty[k] = st
+		} else if reports[i].Subscription.DisconnectTime != nil {
+			// The stream is gone; keep its final report until it lands.
+			s.mu.dirty[k] = &stream{key: resource.Key{Type: resource.TypeDataplane, Mesh: reports[i].Mesh, Name: reports[i].Name},
+				hasNode: true, closed: true, sub: *reports[i].Subscription}
+		}
+	}
+	s.mu.Unlock()
+}
+
+// reopenClosedByLeader re-reports open streams that the replicated state
+// shows closed: the leader marked them offline while this replica was
+// partitioned away or looked dead, but the proxies are still here.
+func (s *Server) reopenClosedByLeader() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for k, st := range s.mu.streams {
+		if !st.hasNode || st.closed {
+			continue
+		}
+		if _, pending := s.mu.dirty[k]; pending {
+			continue
+		}
+		r, ok := s.opts.State.Get(resource.Key{Type: resource.TypeDataplaneInsight, Mesh: st.key.Mesh, Name: st.key.Name})
+		if !ok {
+			continue
+		}
+		spec, _ := r.Spec.(*resource.DataplaneInsightSpec)
+		if spec == nil {
+			continue
+		}
+		for _, sub := range spec.Subscriptions {
+			if sub.ID == st.sub.ID && !sub.Online() {
+				s.mu.dirty[k] = st
+				s.mu.urgent = true
+			}
+		}
+	}
+}
+
+// ProxyCounts returns how many proxies the replicated insights show online
+// on each replica.
+func ProxyCounts(state *fsm.FSM) map[string]int {
+	counts := map[string]int{}
+	for _, r := range state.List(resource.TypeDataplaneInsight, "") {
+		if spec, ok := r.Spec.(*resource.DataplaneInsightSpec); ok {
+			if replica, online := spec.Online(); online {
+				counts[replica]++
+			}
+		}
+	}
+	return counts
+}

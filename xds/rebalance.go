@@ -1,0 +1,286 @@
+package xds
+
+import (
+	"context"
+	"math"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/kuma-ha/kuma-ha/fsm/resource"
+)
+
+// Rebalancing. After a rolling restart the proxies sit on the replicas that
+// stayed up. Every replica compares the proxies it holds with its fair share
+// (proxies / healthy replicas) and, when it holds more than 10 % over it,
+// closes a few streams a second with UNAVAILABLE and a message naming the
+// least loaded replica ("reconnect to ..."); the proxy reconnects there.
+// Streams are closed one by one, never all at once, so there is no storm.
+
+// ShedPrefix starts the status message of a stream closed to rebalance or
+// on shutdown; the address of the suggested replica follows it.
+const ShedPrefix = "kuma-cp: reconnect to another replica: "
+
+// ShedHint returns the suggested xDS address in an error from a stream the
+// control plane closed (ShedPrefix), or "".
+func ShedHint(err error) string {
+	st, ok := status.FromError(err)
+	if !ok || st.Code() != codes.Unavailable {
+		return ""
+	}
+	if rest, ok := strings.CutPrefix(st.Message(), ShedPrefix); ok {
+		return strings.TrimSpace(rest)
+	}
+	return ""
+}
+
+// trackedStream wraps a server stream so it can be ended from outside: its
+// RecvMsg returns once shed, which makes go-control-plane finish the stream.
+type trackedStream struct {
+	grpc.ServerStream
+	newMsg func() proto.Message
+
+	once    sync.Once
+	recvCh  chan recvResult
+	shedCh  chan struct{}
+	shedMu  sync.Mutex
+	hint    string
+	shedded bool
+
+	mu      sync.Mutex
+	node    resource.Key
+	hasNode bool
+	since   time.Time
+}
+
+type recvResult struct {
+	msg proto.Message
+	err error
+}
+
+func (t *trackedStream) shed(hint string) {
+	t.shedMu.Lock()
+	defer t.shedMu.Unlock()
+	if t.shedded {
+		return
+	}
+	t.shedded, t.hint = true, hint
+	close(t.shedCh)
+}
+
+func (t *trackedStream) RecvMsg(m any) error {
+	t.once.Do(func() {
+		t.recvCh = make(chan recvResult)
+		go t.pump()
+	})
+	select {
+	case r := <-t.recvCh:
+		if r.err != nil {
+			return r.err
+		}
+		pm := m.(proto.Message)
+		proto.Reset(pm)
+		proto.Merge(pm, r.msg)
+		t.noteNode(r.msg)
+		return nil
+	case <-t.shedCh:
+		return status.Error(codes.Unavailable, "stream shed")
+	case <-t.ServerStream.Context().Done():
+		return status.FromContextError(t.ServerStream.Context().Err()).Err()
+	}
+}
+
+// pump reads the real stream; it ends when the stream's context does (the
+// handler returned) or the client closes.
+func (t *trackedStream) pump() {
+	ctx := t.ServerStream.Context()
+	for {
+		msg := t.newMsg()
+		err := t.ServerStream.RecvMsg(msg)
+		select {
+		case t.recvCh <- recvResult{msg, err}:
+		case <-ctx.Done():
+			return
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+func (t *trackedStream) noteNode(msg proto.Message) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.hasNode {
+		return
+	}
+	var id string
+	switch r := msg.(type) {
+	case *discovery.DiscoveryRequest:
+		id = r.GetNode().GetId()
+	case *discovery.DeltaDiscoveryRequest:
+		id = r.GetNode().GetId()
+	}
+	if k, err := ParseNodeID(id); err == nil {
+		t.node, t.hasNode, t.since = k, true, time.Now()
+	}
+}
+
+func (s *Server) intercept(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+	var newMsg func() proto.Message
+	switch {
+	case strings.HasSuffix(info.FullMethod, "/StreamAggregatedResources"):
+		newMsg = func() proto.Message { return &discovery.DiscoveryRequest{} }
+	case strings.HasSuffix(info.FullMethod, "/DeltaAggregatedResources"):
+		newMsg = func() proto.Message { return &discovery.DeltaDiscoveryRequest{} }
+	default:
+		return handler(srv, ss)
+	}
+	ts := &trackedStream{ServerStream: ss, newMsg: newMsg, shedCh: make(chan struct{})}
+	s.mu.Lock()
+	s.mu.tracked[ts] = struct{}{}
+	s.mu.Unlock()
+	err := handler(srv, ts)
+	s.mu.Lock()
+	delete(s.mu.tracked, ts)
+	s.mu.Unlock()
+	ts.shedMu.Lock()
+	shedded, hint := ts.shedded, ts.hint
+	ts.shedMu.Unlock()
+	if shedded {
+		return status.Error(codes.Unavailable, ShedPrefix+hint)
+	}
+	return err
+}
+
+// runRebalancer sheds streams while this replica holds more than its share.
+func (s *Server) runRebalancer(ctx context.Context) {
+	if s.opts.RebalanceRate < 0 {
+		return
+	}
+	t := time.NewTicker(s.opts.RebalanceInterval)
+	defer t.Stop()
+	budget := 0.0
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		budget = min(budget+s.opts.RebalanceRate*s.opts.RebalanceInterval.Seconds(), math.Max(1, s.opts.RebalanceRate))
+		n, hint := s.excess()
+		for n > 0 && budget >= 1 {
+			if !s.shedOne(hint) {
+				break
+			}
+			n--
+			budget--
+		}
+	}
+}
+
+// excess returns how many streams this replica should close now, and the
+// xDS address of the least loaded other replica. A replica sheds when it
+// holds more than 10 % over its fair share, or more than its share while
+// another replica holds less than 90 % of it (a replica that just came back),
+// and only down to its share, so that every replica ends within 10 %.
+func (s *Server) excess() (int, string) {
+	counts, alive := s.loads()
+	n := planShed(counts, alive, s.opts.Cluster.Name())
+	if n == 0 {
+		return 0, ""
+	}
+	return n, s.leastLoadedOther()
+}
+
+// planShed is excess's arithmetic: counts per replica, the alive replicas,
+// and this replica's name.
+func planShed(counts map[string]int, alive []string, me string) int {
+	if len(alive) < 2 {
+		return 0
+	}
+	total, minOther := 0, math.MaxInt
+	for _, name := range alive {
+		total += counts[name]
+		if name != me {
+			minOther = min(minOther, counts[name])
+		}
+	}
+	fair := float64(total) / float64(len(alive))
+	share := int(math.Ceil(fair))
+	mine := counts[me]
+	over := float64(mine) > fair*1.1
+	starved := float64(minOther) < fair*0.9
+	if mine <= share || (!over && !starved) {
+		return 0
+	}
+	return mine - share
+}
+
+// loads returns proxy counts per replica (this one from its own streams,
+// the others from the replicated insights) and the alive replicas that serve xDS.
+func (s *Server) loads() (map[string]int, []string) {
+	counts := ProxyCounts(s.opts.State)
+	counts[s.opts.Cluster.Name()] = s.cache.Proxies()
+	var alive []string
+	for _, m := range s.opts.Cluster.Members() {
+		if m.Alive && m.XDSAddr != "" {
+			alive = append(alive, m.Name)
+		}
+	}
+	return counts, alive
+}
+
+// leastLoadedOther returns the xDS address of the alive replica other than
+// this one with the fewest proxies ("" if there is none).
+func (s *Server) leastLoadedOther() string {
+	counts := ProxyCounts(s.opts.State)
+	best, bestN := "", math.MaxInt
+	for _, m := range s.opts.Cluster.Members() {
+		if !m.Alive || m.XDSAddr == "" || m.Name == s.opts.Cluster.Name() {
+			continue
+		}
+		if n := counts[m.Name]; n < bestN {
+			best, bestN = m.XDSAddr, n
+		}
+	}
+	return best
+}
+
+// shedOne closes the newest stream that has identified its proxy.
+func (s *Server) shedOne(hint string) bool {
+	type cand struct {
+		ts    *trackedStream
+		since time.Time
+	}
+	s.mu.Lock()
+	var cands []cand
+	for ts := range s.mu.tracked {
+		ts.mu.Lock()
+		ok, since := ts.hasNode, ts.since
+		ts.mu.Unlock()
+		ts.shedMu.Lock()
+		ok = ok && !ts.shedded
+		ts.shedMu.Unlock()
+		if ok {
+			cands = append(cands, cand{ts, since})
+		}
+	}
+	s.mu.Unlock()
+	if len(cands) == 0 {
+		return false
+	}
+	slices.SortFunc(cands, func(a, b cand) int { return b.since.Compare(a.since) })
+	ts := cands[0].ts
+	ts.shed(hint)
+	s.m.shed.Inc()
+	s.log.Info("shed a proxy stream to rebalance", "dataplane", ts.node.String(), "to", hint)
+	return true
+}
