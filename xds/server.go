@@ -115,6 +115,8 @@ func New(opts Options) (*Server, error) {
 	s.mu.streams = map[streamKey]*stream{}
 	s.mu.tracked = map[*trackedStream]struct{}{}
 	s.mu.dirty = map[streamKey]*stream{}
+	// Registered now: the cluster takes leader work only before it starts.
+	opts.Cluster.RunWhileLeader("xds-lifecycle", s.runLifecycle)
 	if opts.Registry != nil {
 		for _, c := range s.m.collectors() {
 			if err := opts.Registry.Register(c); err != nil {
@@ -156,7 +158,6 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 	run(s.runReporter)
 	run(s.runRebalancer)
 	run(s.runReregister)
-	s.opts.Cluster.RunWhileLeader("xds-lifecycle", s.runLifecycle)
 
 	errc := make(chan error, 1)
 	go func() { errc <- s.grpc.Serve(l) }()
