@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -473,9 +474,17 @@ func (c *Cache) answerOne(w *watch) {
 	}
 }
 
-// current returns the resources of w's type for p: names (sorted), and per name the
-// resource and its version; for EDS only the requested (or all needed) CLAs.
-func (c *Cache) current(w *watch) (names []string, res map[string]*anypb.Any, vers map[string]string, index uint64) {
+// entry is one resource as a watch sees it.
+type entry struct {
+	name    string
+	any     *anypb.Any
+	version string
+}
+
+// current returns the resources of w's type for p, sorted by name, and the
+// highest change index among them; for EDS only the requested (or, for a
+// wildcard watch, all needed) load assignments.
+func (c *Cache) current(w *watch) ([]entry, uint64) {
 	p := w.p
 	switch w.typeURL {
 	case typeLDS, typeCDS:
@@ -483,53 +492,49 @@ func (c *Cache) current(w *watch) (names []string, res map[string]*anypb.Any, ve
 		if w.typeURL == typeCDS {
 			ts = p.cds
 		}
-		vers = make(map[string]string, len(ts.names))
-		for _, n := range ts.names {
-			vers[n] = ts.version
+		out := make([]entry, len(ts.names))
+		for i, n := range ts.names {
+			out[i] = entry{n, ts.res[n], ts.version}
 		}
-		return ts.names, ts.res, vers, ts.index
+		return out, ts.index
 	}
-	want := w.sub.SubscribedResources()
-	res = map[string]*anypb.Any{}
-	vers = map[string]string{}
+	var (
+		out   []entry
+		index uint64
+	)
 	add := func(name string) {
 		if e := c.clas[claKey{p.key.Mesh, name}]; e != nil && e.any != nil {
-			if _, dup := res[name]; !dup {
-				names = append(names, name)
-				res[name] = e.any
-				vers[name] = e.version
-				index = max(index, e.index)
-			}
+			out = append(out, entry{name, e.any, e.version})
+			index = max(index, e.index)
 		}
 	}
-	if w.sub.IsWildcard() || len(want) == 0 {
-		for _, ref := range p.eps {
+	if want := w.sub.SubscribedResources(); w.sub.IsWildcard() || len(want) == 0 {
+		for _, ref := range p.eps { // sorted and unique
 			add(ref.Cluster)
 		}
 	} else {
 		for name := range want {
 			add(name)
 		}
+		slices.SortFunc(out, func(a, b entry) int { return strings.Compare(a.name, b.name) })
 	}
-	slices.Sort(names)
-	return names, res, vers, index
+	return out, index
 }
 
 func (c *Cache) answerSotW(w *watch) bool {
-	names, res, vers, index := c.current(w)
-	version := ""
-	if w.typeURL == typeEDS {
+	entries, index := c.current(w)
+	var version string
+	switch {
+	case w.typeURL == typeEDS:
 		h := newHasher()
-		for _, n := range names {
-			h.addString(n)
-			h.addString(vers[n])
+		for _, e := range entries {
+			h.addString(e.name)
+			h.addString(e.version)
 		}
 		version = formatVersion(index, h.sum())
-	} else if len(names) > 0 {
-		version = vers[names[0]]
-	} else if w.typeURL == typeLDS {
+	case w.typeURL == typeLDS:
 		version = w.p.lds.version
-	} else {
+	default:
 		version = w.p.cds.version
 	}
 	if version == w.req.GetVersionInfo() {
@@ -544,11 +549,11 @@ func (c *Cache) answerSotW(w *watch) bool {
 			break
 		}
 	}
-	out := &discovery.DiscoveryResponse{VersionInfo: version, TypeUrl: w.typeURL, Resources: make([]*anypb.Any, 0, len(names))}
-	returned := make(map[string]string, len(names))
-	for _, n := range names {
-		out.Resources = append(out.Resources, res[n])
-		returned[n] = version
+	out := &discovery.DiscoveryResponse{VersionInfo: version, TypeUrl: w.typeURL, Resources: make([]*anypb.Any, len(entries))}
+	returned := make(map[string]string, len(entries))
+	for i, e := range entries {
+		out.Resources[i] = e.any
+		returned[e.name] = version
 	}
 	select {
 	case w.ch <- &sotwResponse{req: w.req, resp: out, returned: returned}:
@@ -561,14 +566,17 @@ func (c *Cache) answerSotW(w *watch) bool {
 }
 
 func (c *Cache) answerDelta(w *watch) bool {
-	names, res, vers, _ := c.current(w)
+	entries, _ := c.current(w)
 	known := w.sub.ReturnedResources()
 	out := &discovery.DeltaDiscoveryResponse{TypeUrl: w.typeURL}
-	next := make(map[string]string, len(names))
-	for _, n := range names {
-		next[n] = vers[n]
-		if known[n] != vers[n] {
-			out.Resources = append(out.Resources, &discovery.Resource{Name: n, Version: vers[n], Resource: res[n]})
+	next := make(map[string]string, len(entries))
+	h := newHasher()
+	for _, e := range entries {
+		next[e.name] = e.version
+		h.addString(e.name)
+		h.addString(e.version)
+		if known[e.name] != e.version {
+			out.Resources = append(out.Resources, &discovery.Resource{Name: e.name, Version: e.version, Resource: e.any})
 		}
 	}
 	for n := range known {
@@ -582,11 +590,6 @@ func (c *Cache) answerDelta(w *watch) bool {
 	first := w.dreq.GetResponseNonce() == "" && len(w.dreq.GetInitialResourceVersions()) == 0 && len(known) == 0
 	if len(out.Resources) == 0 && len(out.RemovedResources) == 0 && !first {
 		return false
-	}
-	h := newHasher()
-	for _, n := range names {
-		h.addString(n)
-		h.addString(next[n])
 	}
 	out.SystemVersionInfo = formatVersion(0, h.sum())
 	select {

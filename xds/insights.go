@@ -12,14 +12,14 @@ import (
 
 // Insight reports: every stream's DataplaneInsight subscription lives in
 // memory and is written through the log in batches, never once per event.
-// Connects and disconnects go out within a quarter of InsightFlush;
-// counters (responses, ACKs, NACKs) at most once per InsightFlush.
+// Connects, disconnects and NACKs go out within min(InsightFlush/4, 250ms);
+// counters (responses, ACKs) at most once per InsightFlush.
 
 // maxReportsPerEntry bounds one log entry.
 const maxReportsPerEntry = 500
 
 func (s *Server) runReporter(ctx context.Context) {
-	fast := max(s.opts.InsightFlush/4, 10*time.Millisecond)
+	fast := max(min(s.opts.InsightFlush/4, 250*time.Millisecond), 10*time.Millisecond)
 	t := time.NewTicker(fast)
 	defer t.Stop()
 	last := time.Now()

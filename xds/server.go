@@ -43,8 +43,9 @@ type Options struct {
 	// ReadyTimeout bounds how long a new stream waits for this replica to
 	// catch up with the log before it is refused [10s].
 	ReadyTimeout time.Duration
-	// InsightFlush is how often connection reports are written [1s];
-	// connects and disconnects go out within a quarter of it.
+	// InsightFlush is how often response and ACK/NACK counters are written
+	// [10s, as Kuma's dataplane status flush]; connects, disconnects and
+	// NACKs go out within min(InsightFlush/4, 250ms).
 	InsightFlush time.Duration
 	// DeregisterGrace: a proxy-registered Dataplane whose proxy has had no
 	// stream to any replica for this long is removed by the leader [1m].
@@ -67,7 +68,7 @@ func (o *Options) defaults() {
 		o.ReadyTimeout = 10 * time.Second
 	}
 	if o.InsightFlush <= 0 {
-		o.InsightFlush = time.Second
+		o.InsightFlush = 10 * time.Second
 	}
 	if o.DeregisterGrace <= 0 {
 		o.DeregisterGrace = time.Minute
@@ -334,6 +335,7 @@ func (s *Server) request(k streamKey, node *core.Node, typeURL, nonce string, er
 		}
 		st.sub.Status.LastNACK = &now
 		st.sub.Status.LastNACKError = truncate(errDetail, 512)
+		s.mu.urgent = true
 	} else {
 		st.sub.Status.Total.ResponsesAcknowledged++
 		if stats != nil {

@@ -115,7 +115,7 @@ func TestReportSections(t *testing.T) {
 		t.Errorf("sections out of order:\n%s", text)
 	}
 	got := parseSections(data)
-	if len(got) != 3 || got["writes"] != "## Writes\n\nwrites body" {
+	if len(got) != len(sectionOrder) || got["writes"] != "## Writes\n\nwrites body" {
 		t.Errorf("parseSections = %q", got)
 	}
 }

@@ -12,7 +12,7 @@ import (
 
 // The output file is a fixed header and one section per benchmark between
 // markers, so that running one benchmark replaces only its own section.
-var sectionOrder = []string{"writes", "failover", "snapshot"}
+var sectionOrder = []string{"writes", "failover", "snapshot", "xds"}
 
 const (
 	markBegin = "<!-- kuma-bench:begin %s -->"
@@ -121,6 +121,8 @@ func sectionTitle(name string) string {
 		return "Leader failover"
 	case "snapshot":
 		return "Snapshot and restore"
+	case "xds":
+		return "xDS propagation (kuma-bench xds, the load tool)"
 	}
 	return name
 }

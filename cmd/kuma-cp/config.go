@@ -51,6 +51,7 @@ type Config struct {
 	DeadReplicaGrace      time.Duration
 	InsightFlushInterval  time.Duration
 	XDSRebalanceRate      float64
+	DebugPprof            bool
 }
 
 // DefaultConfig is what `kuma-cp run` with no flags uses: a single-node
@@ -80,7 +81,7 @@ func DefaultConfig() Config {
 		ShutdownTimeout:         10 * time.Second,
 		DataplaneCleanupGrace:   time.Minute,
 		DeadReplicaGrace:        5 * time.Second,
-		InsightFlushInterval:    time.Second,
+		InsightFlushInterval:    10 * time.Second,
 		XDSRebalanceRate:        2,
 	}
 }
@@ -113,7 +114,8 @@ func (c *Config) bindFlags(fs *pflag.FlagSet) {
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", c.ShutdownTimeout, "how long a graceful stop may take")
 	fs.DurationVar(&c.DataplaneCleanupGrace, "dataplane-cleanup-grace", c.DataplaneCleanupGrace, "remove a Dataplane its proxy registered once that proxy has been connected to no replica for this long")
 	fs.DurationVar(&c.DeadReplicaGrace, "dead-replica-grace", c.DeadReplicaGrace, "mark the proxies of a replica that gossip declared dead offline after this long")
-	fs.DurationVar(&c.InsightFlushInterval, "insight-flush-interval", c.InsightFlushInterval, "how often proxy connection reports (DataplaneInsight) are written through the log")
+	fs.DurationVar(&c.InsightFlushInterval, "insight-flush-interval", c.InsightFlushInterval, "how often proxy response and ACK counters (DataplaneInsight) are written through the log; connects, disconnects and NACKs go out within a quarter of it, at most 250ms")
+	fs.BoolVar(&c.DebugPprof, "debug-pprof", c.DebugPprof, "serve Go's profiler under /debug/pprof/ on the API address")
 	fs.Float64Var(&c.XDSRebalanceRate, "xds-rebalance-rate", c.XDSRebalanceRate, "streams per second a replica holding more than its fair share of proxies closes (0 disables rebalancing)")
 }
 

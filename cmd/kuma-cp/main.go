@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"os/signal"
 	"strings"
@@ -152,6 +153,15 @@ func run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		_ = apiLn.Close()
 		return fmt.Errorf("--xds-addr: %w", err)
+	}
+	if cfg.DebugPprof {
+		mux := http.NewServeMux()
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+		mux.Handle("/", handler)
+		handler = mux
 	}
 	api := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second}
 	apiErr := make(chan error, 1)
