@@ -6,7 +6,7 @@ LDFLAGS := -s -w -X github.com/kuma-ha/kuma-ha/cmd/internal/version.Version=$(VE
 BINARIES := kuma-cp kuma-dp kumactl
 FUZZTIME ?= 20s
 
-.PHONY: help build run test test-short bench fuzz lint clean
+.PHONY: help build run test test-short bench bench-xds fuzz lint clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -28,6 +28,10 @@ bench: build ## BENCHMARKS.md: replicated writes vs etcd, failover, snapshot/res
 	@command -v etcd >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq etcd-server)
 	CGO_ENABLED=0 $(GO) build -o bin/kuma-bench ./cmd/kuma-bench
 	./bin/kuma-bench all --bin-dir bin --out BENCHMARKS.md
+
+bench-xds: build ## BENCHMARKS.md xDS section only: the load tool with 100, 1,000 and 5,000 simulated proxies
+	CGO_ENABLED=0 $(GO) build -o bin/kuma-bench ./cmd/kuma-bench
+	./bin/kuma-bench xds --bin-dir bin --out BENCHMARKS.md
 
 fuzz: ## run every fuzz target for FUZZTIME each
 	@for pkg in $$($(GO) list ./...); do \

@@ -45,7 +45,7 @@ func DefaultConfig() Config {
 		BootstrapExpect:         1,
 		HeartbeatTimeout:        500 * time.Millisecond,
 		ElectionTimeout:         500 * time.Millisecond,
-		LeaderLeaseTimeout:      250 * time.Millisecond,
+		LeaderLeaseTimeout:      500 * time.Millisecond,
 		CommitTimeout:           5 * time.Millisecond,
 		ApplyTimeout:            5 * time.Second,
 		SnapshotThreshold:       8192,

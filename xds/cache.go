@@ -83,6 +83,7 @@ type watch struct {
 	req     *discovery.DiscoveryRequest      // sotw
 	dreq    *discovery.DeltaDiscoveryRequest // delta
 	sub     cache.Subscription
+	need    uint64 // applied index needed before answering (minIndex)
 	ch      chan cache.Response
 	dch     chan cache.DeltaResponse
 }
@@ -96,6 +97,7 @@ type Cache struct {
 	mu      sync.Mutex
 	proxies map[resource.Key]*proxy
 	clas    map[claKey]*cla
+	held    map[*watch]struct{} // watches waiting for this replica to catch up
 }
 
 // NewCache returns a cache over state. Run must be running for it to follow changes.
@@ -103,7 +105,8 @@ func NewCache(state *fsm.FSM, log *slog.Logger, m *metrics) *Cache {
 	if m == nil {
 		m = newMetrics()
 	}
-	return &Cache{state: state, log: log, m: m, proxies: map[resource.Key]*proxy{}, clas: map[claKey]*cla{}}
+	return &Cache{state: state, log: log, m: m, proxies: map[resource.Key]*proxy{}, clas: map[claKey]*cla{},
+		held: map[*watch]struct{}{}}
 }
 
 // ParseNodeID splits a node id "{mesh}.{name}" (at the first dot).
@@ -146,6 +149,7 @@ func (c *Cache) Detach(k resource.Key) {
 	}
 	for w := range p.watches {
 		delete(p.watches, w)
+		delete(c.held, w)
 	}
 	c.setEndpoints(p, nil)
 	delete(c.proxies, k)
@@ -237,19 +241,21 @@ func (c *Cache) refresh() {
 	for _, k := range staleCLAs {
 		c.buildCLA(k, c.clas[k])
 	}
-	touched := map[*proxy]struct{}{}
+	// A regenerated proxy may have new listeners, clusters and endpoint
+	// names; a rebuilt load assignment concerns only the EDS watches.
+	regenerated := map[*proxy]bool{}
 	for _, p := range stale {
-		touched[p] = struct{}{}
+		regenerated[p] = true
+		c.answer(p, "")
 	}
 	for _, k := range staleCLAs {
 		for p := range c.clas[k].proxies {
-			touched[p] = struct{}{}
+			if !regenerated[p] {
+				c.answer(p, typeEDS)
+			}
 		}
 	}
-	for p := range touched {
-		c.answer(p)
-	}
-	c.retryHeldLocked(touched)
+	c.retryHeldLocked()
 	if len(stale) > 0 || len(staleCLAs) > 0 {
 		c.m.refreshSeconds.Observe(time.Since(start).Seconds())
 		c.m.regenerated.Add(float64(len(stale)))
@@ -261,19 +267,19 @@ func (c *Cache) refresh() {
 func (c *Cache) retryHeld() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.retryHeldLocked(nil)
+	c.retryHeldLocked()
 }
 
-func (c *Cache) retryHeldLocked(skip map[*proxy]struct{}) {
+func (c *Cache) retryHeldLocked() {
+	if len(c.held) == 0 {
+		return
+	}
 	applied := c.state.AppliedIndex()
-	for _, p := range c.proxies {
-		if _, done := skip[p]; done {
-			continue
-		}
-		for w := range p.watches {
-			if w.minIndex() <= applied && w.minIndex() > 0 {
-				c.answer(p)
-				break
+	for w := range c.held {
+		if w.need <= applied {
+			delete(c.held, w)
+			if _, open := w.p.watches[w]; open {
+				c.answerOne(w)
 			}
 		}
 	}
@@ -384,7 +390,8 @@ func (c *Cache) buildCLA(k claKey, e *cla) {
 }
 
 // minIndex is the applied index this replica needs before it may answer:
-// the newest index of anything the proxy already has.
+// the newest index of anything the proxy already has. It cannot change
+// during the watch's life (addWatch stores it in need).
 func (w *watch) minIndex() uint64 {
 	var m uint64
 	if w.req != nil {
@@ -435,19 +442,23 @@ func (c *Cache) addWatch(k resource.Key, w *watch) (func(), error) {
 		return nil, fmt.Errorf("xds: no stream registered for %s", k)
 	}
 	w.p = p
+	w.need = w.minIndex()
 	p.watches[w] = struct{}{}
 	c.answerOne(w)
 	return func() {
 		c.mu.Lock()
 		delete(p.watches, w)
+		delete(c.held, w)
 		c.mu.Unlock()
 	}, nil
 }
 
-// answer tries every open watch of p.
-func (c *Cache) answer(p *proxy) {
+// answer tries the open watches of p of typeURL ("" for every type).
+func (c *Cache) answer(p *proxy, typeURL string) {
 	for w := range p.watches {
-		c.answerOne(w)
+		if typeURL == "" || w.typeURL == typeURL {
+			c.answerOne(w)
+		}
 	}
 }
 
@@ -458,9 +469,13 @@ func (c *Cache) answerOne(w *watch) {
 	if p.err != nil || p.lds == nil {
 		return // nothing to serve yet; the proxy keeps what it has
 	}
-	if need := w.minIndex(); need > c.state.AppliedIndex() {
-		c.m.heldBehind.Inc()
-		return // this replica is behind the proxy: wait, never go back in time
+	if w.need > c.state.AppliedIndex() {
+		// This replica is behind the proxy: wait, never go back in time.
+		if _, already := c.held[w]; !already {
+			c.held[w] = struct{}{}
+			c.m.heldBehind.Inc()
+		}
+		return
 	}
 	var sent bool
 	if w.dreq != nil {

@@ -49,6 +49,7 @@ type xdsLevel struct {
 	Samples   []time.Duration // one per (proxy, change)
 	Converged []time.Duration // per change: until the last proxy had it
 	Missing   int             // (proxy, change) pairs that never converged
+	Retries   int             // change writes answered 503 and retried
 	Commit    []time.Duration // per change: the write's own latency (sent -> answered)
 	FromAck   []time.Duration // one per (proxy, change): from the write's answer (0 if the proxy had it first)
 	Setup     time.Duration   // create Dataplanes + connect + initial config
@@ -319,12 +320,28 @@ func benchXDSLevel(ctx context.Context, cfg *config, client *http.Client, apiURL
 	for k := xdsStaticBackends; k < xdsStaticBackends+changes; k++ {
 		name, addr, doc := xdsBackendDoc(k)
 		w := &xdsWatch{addr: addr, seen: map[*simProxy]time.Time{}, want: n, complete: make(chan struct{})}
-		sent := time.Now()
-		w.start = sent
 		run.watch.Store(w)
-		if err := doWrite(ctx, client, http.MethodPut, apiURLs[k%len(apiURLs)]+"/meshes/default/dataplanes/"+name, doc, 200, 201); err != nil {
-			return nil, fmt.Errorf("change %d: %w", k, err)
+		var sent time.Time
+		for attempt := 1; ; attempt++ {
+			sent = time.Now()
+			err := doWrite(ctx, client, http.MethodPut, apiURLs[k%len(apiURLs)]+"/meshes/default/dataplanes/"+name, doc, 200, 201)
+			if err == nil {
+				break
+			}
+			// A leader election on the saturated machine answers 503; the
+			// write is retried and measured from its successful attempt.
+			if attempt == 5 || !strings.Contains(err.Error(), "503") {
+				return nil, fmt.Errorf("change %d: %w", k, err)
+			}
+			res.Retries++
+			cfg.log.Warn("change write retried", "change", k, "err", err)
+			select {
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			case <-time.After(time.Duration(attempt) * 250 * time.Millisecond):
+			}
 		}
+		w.start = sent
 		acked := time.Now()
 		res.Commit = append(res.Commit, acked.Sub(sent))
 		select {
@@ -550,6 +567,11 @@ func xdsReport(cfg *config, m machine, at time.Time, levels []*xdsLevel) string 
 	}
 	b.WriteString(table([]string{"proxies", "changes", "write p50", "after ack p50", "after ack p99", "after ack max", "after send p50", "after send p99", "after send max", "not converged", "proxies per replica",
 		"RSS MiB per replica", "CPU s per replica", "setup"}, rows))
+	for _, l := range levels {
+		if l.Retries > 0 {
+			fmt.Fprintf(&b, "\n%d proxies: %d change writes were answered 503 (a leader election on the saturated machine) and retried; those changes are measured from the successful attempt.\n", l.Proxies, l.Retries)
+		}
+	}
 	b.WriteString("\nFor reference (issue 3): Kuma 2.9, single replica with the memory store, measured on this same 2-core machine with the same method: p50 0.49 s at 60 proxies, 1.08 s at 500, 4.0 s (max 4.7 s, 800 MB RSS) at 2,000.\n")
 	return b.String()
 }
