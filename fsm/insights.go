@@ -52,7 +52,8 @@ type OfflineMark struct {
 }
 
 // DeregisterCommand removes a proxy-registered Dataplane (and its insight)
-// if, at the command's time, its proxy has had no open stream for Grace.
+// if, at the command's time, its insight shows no open stream for Grace. A
+// Dataplane without an insight is kept: nothing says its proxy is gone.
 // The state machine checks this itself, so a proxy that reconnected to any
 // replica before the entry is applied keeps its Dataplane.
 type DeregisterCommand struct {
@@ -199,17 +200,23 @@ func (f *FSM) applyDeregister(index uint64, t time.Time, d *DeregisterCommand) (
 	if dp.Labels[LabelRegisteredBy] != RegisteredByProxy {
 		return &Result{Index: index, Err: fmt.Errorf("deregister %s: not registered by its proxy (label %s): %w", k, LabelRegisteredBy, ErrConflict)}, nil
 	}
-	lastSeen := dp.ModificationTime
+	// Without a connection record nothing says the proxy is gone (its
+	// replica may not have reported yet, or runs an older protocol): keep it.
 	ik := insightKey(k.Mesh, k.Name)
-	if r, ok := st.byKey[ik]; ok {
-		if s, ok := r.Spec.(*resource.DataplaneInsightSpec); ok {
-			if replica, online := s.Online(); online {
-				return &Result{Index: index, Err: fmt.Errorf("deregister %s: connected to %s: %w", k, replica, ErrProxyOnline)}, nil
-			}
-			if ld := s.LastDisconnect(); ld.After(lastSeen) {
-				lastSeen = ld
-			}
-		}
+	r, ok := st.byKey[ik]
+	if !ok {
+		return &Result{Index: index, Err: fmt.Errorf("deregister %s: no connection record: %w", k, ErrProxyOnline)}, nil
+	}
+	s, ok := r.Spec.(*resource.DataplaneInsightSpec)
+	if !ok {
+		return &Result{Index: index, Err: fmt.Errorf("deregister %s: connection record is %T: %w", k, r.Spec, ErrProxyOnline)}, nil
+	}
+	if replica, online := s.Online(); online {
+		return &Result{Index: index, Err: fmt.Errorf("deregister %s: connected to %s: %w", k, replica, ErrProxyOnline)}, nil
+	}
+	lastSeen := dp.ModificationTime
+	if ld := s.LastDisconnect(); ld.After(lastSeen) {
+		lastSeen = ld
 	}
 	if t.Sub(lastSeen) < d.Grace {
 		return &Result{Index: index, Err: fmt.Errorf("deregister %s: last seen %s before the entry, grace %s: %w", k, t.Sub(lastSeen), d.Grace, ErrProxyOnline)}, nil

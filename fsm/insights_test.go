@@ -190,3 +190,26 @@ func TestChangeIndexesCountDeletes(t *testing.T) {
 		}
 	})
 }
+
+// TestDeregisterNeedsAConnectionRecord: a proxy-registered Dataplane
+// without an insight is kept, however old.
+func TestDeregisterNeedsAConnectionRecord(t *testing.T) {
+	activeSchema = resourceSchema{}
+	defer func() { activeSchema = testSchema{} }()
+	f, _ := newTestFSM(t)
+	a := &applier{t: t, f: f}
+	a.mustApply(ensureCmd(t0))
+	dp, err := resource.Decode([]byte(`{"type":"Dataplane","mesh":"default","name":"p-1","labels":{"kuma.io/registered-by":"proxy"},"networking":{"address":"10.0.0.1","inbound":[{"port":8080,"tags":{"kuma.io/service":"web"}}]}}`), resource.JSON)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.mustApply(putCmd(dp, u64(0), t0))
+	res := a.apply(encodeCmd(t, Command{Type: CmdDeregister, Time: t0.Add(24 * time.Hour),
+		Deregister: &DeregisterCommand{Key: dp.Key(), Grace: time.Second}}))
+	if !errors.Is(res.Err, ErrProxyOnline) {
+		t.Fatalf("deregister without an insight: %v", res.Err)
+	}
+	if _, ok := f.Get(dp.Key()); !ok {
+		t.Fatal("removed without a connection record")
+	}
+}

@@ -108,18 +108,20 @@ func (s *Server) deregisterGone(ctx context.Context) {
 		if dp.Labels[fsm.LabelRegisteredBy] != fsm.RegisteredByProxy {
 			continue
 		}
+		r, ok := s.opts.State.Get(resource.Key{Type: resource.TypeDataplaneInsight, Mesh: dp.Mesh, Name: dp.Name})
+		if !ok {
+			continue // no connection record yet: nothing says the proxy is gone
+		}
+		spec, _ := r.Spec.(*resource.DataplaneInsightSpec)
+		if spec == nil {
+			continue
+		}
+		if _, online := spec.Online(); online {
+			continue
+		}
 		lastSeen := dp.ModificationTime
-		if r, ok := s.opts.State.Get(resource.Key{Type: resource.TypeDataplaneInsight, Mesh: dp.Mesh, Name: dp.Name}); ok {
-			spec, _ := r.Spec.(*resource.DataplaneInsightSpec)
-			if spec == nil {
-				continue
-			}
-			if _, online := spec.Online(); online {
-				continue
-			}
-			if ld := spec.LastDisconnect(); ld.After(lastSeen) {
-				lastSeen = ld
-			}
+		if ld := spec.LastDisconnect(); ld.After(lastSeen) {
+			lastSeen = ld
 		}
 		if now.Sub(lastSeen) < grace {
 			continue
