@@ -119,4 +119,3 @@ func Recovered(r Recovery) Verdict {
 		leader, len(r.Replicas), took.Round(time.Millisecond), r.Bound, len(r.Polls)-first-1)
 	return v
 }
-
