@@ -213,13 +213,13 @@ func (e *gossipEvents) update(node *memberlist.Node, join bool) {
 	}
 	prev := m.state
 	m.meta = meta
-	m.state = node.State
+	m.state = memberlist.StateAlive // join and update are only sent for live nodes
 	m.addr = node.Address()
 	if join {
 		m.joined++
 		delete(n.mu.tombstones, node.Name) // a replica that rejoins may be added again
 	}
-	if prev != node.State || join {
+	if prev != m.state || join {
 		m.since = time.Now()
 	}
 	n.mu.Unlock()
@@ -236,7 +236,12 @@ func (e *gossipEvents) NotifyLeave(node *memberlist.Node) {
 	n.mu.Lock()
 	m, ok := n.mu.members[node.Name]
 	if ok {
-		m.state = node.State
+		// NotifyLeave means gone: memberlist does not always copy its
+		// internal state into node.State, so only "left" is taken from it.
+		m.state = memberlist.StateDead
+		if node.State == memberlist.StateLeft {
+			m.state = memberlist.StateLeft
+		}
 		m.since = time.Now()
 	}
 	n.mu.Unlock()

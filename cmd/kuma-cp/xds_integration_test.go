@@ -57,6 +57,14 @@ type overview struct {
 // connected returns, per proxy name, the replica it is online on ("" if offline).
 func connected(t *testing.T, ctx context.Context, r *tc.Replica) map[string]string {
 	t.Helper()
+	m, _ := insightState(t, ctx, r)
+	return m
+}
+
+// insightState returns connected() and the number of open subscriptions
+// recorded per replica (a proxy's old stream counts until it is closed).
+func insightState(t *testing.T, ctx context.Context, r *tc.Replica) (map[string]string, map[string]int) {
+	t.Helper()
 	status, _, body := get(t, ctx, r.APIURL()+"/meshes/default/dataplanes+insights?size=1000")
 	if status != http.StatusOK {
 		t.Fatalf("dataplanes+insights: %d %s", status, body)
@@ -65,16 +73,17 @@ func connected(t *testing.T, ctx context.Context, r *tc.Replica) map[string]stri
 	if err := json.Unmarshal(body, &ov); err != nil {
 		t.Fatal(err)
 	}
-	out := map[string]string{}
+	out, open := map[string]string{}, map[string]int{}
 	for _, it := range ov.Items {
 		out[it.Name] = ""
 		for _, s := range it.DataplaneInsight.Subscriptions {
 			if s.DisconnectTime == nil {
 				out[it.Name] = s.ControlPlaneInstanceID
+				open[s.ControlPlaneInstanceID]++
 			}
 		}
 	}
-	return out
+	return out, open
 }
 
 func TestIntegrationXDS(t *testing.T) {
@@ -236,9 +245,9 @@ func TestIntegrationXDS(t *testing.T) {
 		p := proxies[1]
 		for _, i := range []int{0, 2, 1} {
 			p.move(i)
-			eventually(t, "web-2 online on its new replica", 10*time.Second, func() (bool, string) {
+			eventually(t, "web-2 online on "+rs[i].Name, 20*time.Second, func() (bool, string) {
 				m := connected(t, ctx, rs[0])
-				return m["web-2"] == rs[i].Name, fmt.Sprint(m)
+				return m["web-2"] == rs[i].Name, fmt.Sprintf("%v, stream to %s", m, p.streamAddr())
 			})
 		}
 		eventually(t, "web-2 online on cp-2", 10*time.Second, func() (bool, string) {
@@ -323,6 +332,11 @@ func TestIntegrationRebalance(t *testing.T) {
 	eventually(t, "proxies moved off the dead replica", 30*time.Second, func() (bool, string) {
 		m := counts()
 		return m[rs[0].Name]+m[rs[1].Name] == n, fmt.Sprint(m)
+	})
+	// The leader closes the streams the dead replica left recorded.
+	eventually(t, "the dead replica's streams marked offline", 30*time.Second, func() (bool, string) {
+		_, open := insightState(t, ctx, rs[0])
+		return open[rs[2].Name] == 0, fmt.Sprint(open)
 	})
 	before := 0
 	for _, p := range proxies {
