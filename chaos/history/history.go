@@ -11,6 +11,7 @@ import (
 	"io"
 	"os"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 )
@@ -111,9 +112,10 @@ type Recorder struct {
 	start time.Time
 	mu    struct {
 		sync.Mutex
-		nextID int64
-		ops    []Op
-		faults []Fault
+		nextID   int64
+		ops      []Op
+		faults   []Fault
+		outcomes map[Outcome]int
 	}
 }
 
@@ -134,7 +136,39 @@ func (r *Recorder) Add(op Op) Op {
 	r.mu.nextID++
 	op.ID = r.mu.nextID
 	r.mu.ops = append(r.mu.ops, op)
+	if r.mu.outcomes == nil {
+		r.mu.outcomes = map[Outcome]int{}
+	}
+	r.mu.outcomes[op.Outcome]++
 	return op
+}
+
+// Outcomes counts the recorded operations by outcome.
+func (r *Recorder) Outcomes() map[Outcome]int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make(map[Outcome]int, len(r.mu.outcomes))
+	for k, v := range r.mu.outcomes {
+		out[k] = v
+	}
+	return out
+}
+
+// CurrentFaults describes the fault windows still open ("kill cp-2").
+func (r *Recorder) CurrentFaults() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []string
+	for _, f := range r.mu.faults {
+		if f.End == 0 {
+			s := f.Nemesis
+			if len(f.Targets) > 0 {
+				s += " " + strings.Join(f.Targets, ",")
+			}
+			out = append(out, s)
+		}
+	}
+	return out
 }
 
 // Count is how many operations were recorded.

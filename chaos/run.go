@@ -1,0 +1,473 @@
+package chaos
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/kuma-ha/kuma-ha/chaos/backend"
+	"github.com/kuma-ha/kuma-ha/chaos/check"
+	"github.com/kuma-ha/kuma-ha/chaos/history"
+	"github.com/kuma-ha/kuma-ha/chaos/nemesis"
+	"github.com/kuma-ha/kuma-ha/chaos/report"
+	"github.com/kuma-ha/kuma-ha/chaos/workload"
+)
+
+// Backends.
+const (
+	BackendProcess = "process"
+	BackendDocker  = "docker"
+)
+
+// Config is one chaos run.
+type Config struct {
+	Backend  string // process or docker
+	Network  string // process backend: auto, loopback or netns
+	Replicas int    // 3 or 5
+	Duration time.Duration
+	Seed     uint64
+	Nemeses  []nemesis.Kind
+	Timing   nemesis.Timing
+	OutDir   string // the run directory
+	BinDir   string // holds kuma-cp
+	// ExtraArgs are appended to every `kuma-cp run`.
+	ExtraArgs []string
+	Workload  workload.RESTOptions
+	// RecoveryBound is how long the cluster may take after healing to have
+	// one leader and every replica healthy.
+	RecoveryBound time.Duration
+	// Warmup is fault-free load before the first fault.
+	Warmup time.Duration
+	// CheckTimeout bounds the linearizability search per key.
+	CheckTimeout time.Duration
+	KeepData     bool
+	Progress     io.Writer // progress lines; nil for none
+	Logger       *slog.Logger
+}
+
+// Validate names the first bad field as its flag.
+func (c *Config) Validate() error {
+	switch c.Backend {
+	case BackendProcess, BackendDocker:
+	default:
+		return fmt.Errorf("--backend: want process or docker, got %q", c.Backend)
+	}
+	if c.Replicas != 3 && c.Replicas != 5 {
+		return fmt.Errorf("--replicas: want 3 or 5, got %d", c.Replicas)
+	}
+	if c.Duration < 10*time.Second {
+		return fmt.Errorf("--duration: at least 10s, got %s", c.Duration)
+	}
+	if len(c.Nemeses) == 0 {
+		return errors.New("--nemesis: empty")
+	}
+	if c.OutDir == "" {
+		return errors.New("--out: empty")
+	}
+	if c.BinDir == "" {
+		return errors.New("--bin-dir: empty")
+	}
+	if c.RecoveryBound <= 0 {
+		return fmt.Errorf("--recovery-bound: must be positive, got %s", c.RecoveryBound)
+	}
+	return nil
+}
+
+// Result is the outcome of a run.
+type Result struct {
+	Dir      string
+	Summary  string
+	Verdicts []check.Verdict
+	Passed   bool
+}
+
+// Run performs a chaos run and writes its directory. The error is set when
+// the run could not be carried out (the cluster did not form, interrupted);
+// a failed checker is a Result with Passed false.
+func Run(ctx context.Context, cfg Config) (*Result, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Timing == (nemesis.Timing{}) {
+		cfg.Timing = nemesis.DefaultTiming
+	}
+	if cfg.Warmup == 0 {
+		cfg.Warmup = 3 * time.Second
+	}
+	dir, err := filepath.Abs(cfg.OutDir)
+	if err != nil {
+		return nil, fmt.Errorf("--out: %w", err)
+	}
+	for _, sub := range []string{"", "logs"} {
+		if err := os.MkdirAll(filepath.Join(dir, sub), 0o755); err != nil {
+			return nil, fmt.Errorf("--out: %w", err)
+		}
+	}
+	_ = os.RemoveAll(filepath.Join(dir, "data"))
+	binDir, err := filepath.Abs(cfg.BinDir)
+	if err != nil {
+		return nil, fmt.Errorf("--bin-dir: %w", err)
+	}
+	log := cfg.Logger.With("component", "chaos")
+	bopts := backend.Options{Replicas: cfg.Replicas, BinDir: binDir, WorkDir: dir, ExtraArgs: cfg.ExtraArgs, Logger: log}
+	var b backend.Backend
+	switch cfg.Backend {
+	case BackendProcess:
+		b, err = backend.NewProcess(bopts, cfg.Network)
+	default:
+		b, err = backend.NewDocker(bopts)
+	}
+	if err != nil {
+		return nil, err
+	}
+	r := &runner{cfg: cfg, dir: dir, b: b, log: log, rec: history.NewRecorder()}
+	defer func() {
+		if cerr := b.Close(); cerr != nil {
+			log.Warn("cleanup", "err", cerr)
+		}
+		if !cfg.KeepData {
+			_ = os.RemoveAll(filepath.Join(dir, "data"))
+		}
+	}()
+	return r.run(ctx)
+}
+
+type runner struct {
+	cfg  Config
+	dir  string
+	b    backend.Backend
+	log  *slog.Logger
+	rec  *history.Recorder
+	view *clusterView
+
+	kinds       []nemesis.Kind
+	unavailable [][2]string
+	plan        []nemesis.Step
+	healedAt    int64
+	notes       []string
+}
+
+func (r *runner) run(ctx context.Context) (*Result, error) {
+	r.progressf("starting %d replicas (%s backend)", r.cfg.Replicas, r.cfg.Backend)
+	if err := r.b.Start(ctx); err != nil {
+		r.collectLogs()
+		return nil, fmt.Errorf("start cluster: %w (logs in %s/logs)", err, r.dir)
+	}
+	r.view = newClusterView(r.b)
+	formCtx, cancel := context.WithTimeout(ctx, 90*time.Second)
+	err := r.view.WaitHealthy(formCtx)
+	cancel()
+	if err != nil {
+		r.collectLogs()
+		return nil, fmt.Errorf("cluster did not form: %w (logs in %s/logs)", err, r.dir)
+	}
+	r.chooseNemeses()
+	r.plan = nemesis.Plan(r.cfg.Seed, r.kinds, r.cfg.Duration-r.cfg.Warmup, r.cfg.Timing)
+	r.progressf("cluster of %s formed; backend %s; nemeses %s; seed %d", strings.Join(r.view.names(), ","), r.b.Name(), joinKinds(r.kinds), r.cfg.Seed)
+	for _, u := range r.unavailable {
+		r.progressf("not injected: %s: %s", u[0], u[1])
+	}
+
+	rest := workload.NewREST(r.cfg.Workload)
+	env := workload.Env{Targets: r.targets, Recorder: r.rec, Seed: r.cfg.Seed, Logger: r.log}
+
+	loadCtx, stopLoad := context.WithTimeout(ctx, r.cfg.Duration)
+	defer stopLoad()
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		if err := rest.Run(loadCtx, env); err != nil {
+			r.log.Warn("workload", "err", err)
+		}
+	})
+	progressDone := make(chan struct{})
+	var progressWG sync.WaitGroup
+	progressWG.Go(func() { r.runProgress(progressDone) })
+
+	exec := &nemesis.Executor{Backend: r.b, Cluster: r.view, Recorder: r.rec, Logger: r.log}
+	nemesisErr := func() error {
+		if err := sleepCtx(loadCtx, r.cfg.Warmup); err != nil {
+			return nil
+		}
+		return exec.Run(loadCtx, r.plan, r.cfg.Duration-r.cfg.Warmup-time.Since(r.rec.Start()))
+	}()
+	// The nemesis stops starting faults when the time is up; the workload
+	// runs until the duration ends.
+	<-loadCtx.Done()
+	wg.Wait()
+	close(progressDone)
+	progressWG.Wait()
+	if nemesisErr != nil && ctx.Err() == nil {
+		r.log.Warn("nemesis", "err", nemesisErr)
+	}
+
+	// Heal everything, whatever happened (also on ^C).
+	healCtx, cancelHeal := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Minute)
+	healErr := nemesis.HealAll(healCtx, r.b)
+	cancelHeal()
+	r.healedAt = r.rec.Now()
+	if healErr != nil {
+		r.notes = append(r.notes, "heal: "+healErr.Error())
+		r.log.Warn("heal", "err", healErr)
+	}
+	if ctx.Err() != nil {
+		r.collectLogs()
+		h := r.rec.Snapshot()
+		_ = h.Save(filepath.Join(r.dir, "history.jsonl"))
+		return nil, fmt.Errorf("%w: partial history in %s", errInterrupted, r.dir)
+	}
+	r.progressf("healed at %s; waiting for recovery (bound %s)", secs(r.healedAt), r.cfg.RecoveryBound)
+
+	recovery := check.Recovery{HealedAt: r.healedAt, Bound: r.cfg.RecoveryBound, Replicas: r.view.names()}
+	r.view.observeRecovery(ctx, &recovery, r.rec.Now, 3*time.Second)
+
+	r.progressf("final reads of %d keys on every replica", len(rest.Keys()))
+	finalCtx, cancelFinal := context.WithTimeout(ctx, 3*time.Minute)
+	if err := rest.Final(finalCtx, env); err != nil {
+		r.notes = append(r.notes, "final reads: "+err.Error())
+	}
+	cancelFinal()
+	statesCtx, cancelStates := context.WithTimeout(ctx, 2*time.Minute)
+	states := r.view.collectStates(statesCtx)
+	cancelStates()
+	r.collectLogs()
+	if err := r.b.Close(); err != nil {
+		r.notes = append(r.notes, "cleanup: "+err.Error())
+	}
+	if ctx.Err() != nil {
+		return nil, errInterrupted
+	}
+
+	h := r.rec.Snapshot()
+	if err := h.Save(filepath.Join(r.dir, "history.jsonl")); err != nil {
+		return nil, err
+	}
+	_ = writeJSON(filepath.Join(r.dir, "recovery.json"), recovery)
+	_ = writeJSON(filepath.Join(r.dir, "states.json"), states)
+	_ = writeJSON(filepath.Join(r.dir, "plan.json"), r.plan)
+
+	r.progressf("checking %d operations", len(h.Ops))
+	verdicts := Check(h, states, recovery, nil, r.dir, r.cfg.CheckTimeout)
+	_ = writeJSON(filepath.Join(r.dir, "verdicts.json"), verdicts)
+	passed := check.AllOK(verdicts)
+	summary := r.summary(h, verdicts, passed)
+	if err := r.writeReport(h, verdicts, passed, summary); err != nil {
+		return nil, err
+	}
+	return &Result{Dir: r.dir, Summary: summary, Verdicts: verdicts, Passed: passed}, nil
+}
+
+// Check runs every checker on a recorded run.
+func Check(h *history.History, states []check.ReplicaState, recovery check.Recovery, proxy []check.ProxyRequest, dir string, timeout time.Duration) []check.Verdict {
+	return []check.Verdict{
+		check.Linearizable(h.Ops, check.LinearizableOptions{Timeout: timeout, VisualizeDir: dir}),
+		check.LostWrites(h.Ops),
+		check.StaleReads(h.Ops),
+		check.Converged(states),
+		check.Recovered(recovery),
+		check.ProxyTraffic(proxy, h.Faults),
+	}
+}
+
+// chooseNemeses drops the kinds the backend cannot inject, and says why.
+func (r *runner) chooseNemeses() {
+	unavailable := r.b.Unavailable()
+	for _, k := range r.cfg.Nemeses {
+		if reason, ok := unavailable[k.Fault()]; ok {
+			r.unavailable = append(r.unavailable, [2]string{string(k), reason})
+			continue
+		}
+		if k == nemesis.PartitionBridge && r.cfg.Replicas < 3 {
+			r.unavailable = append(r.unavailable, [2]string{string(k), "needs three replicas"})
+			continue
+		}
+		r.kinds = append(r.kinds, k)
+	}
+	// Faults nobody asked for that the backend cannot do are still worth saying.
+	for _, k := range nemesis.All {
+		if slices.Contains(r.cfg.Nemeses, k) {
+			continue
+		}
+		if reason, ok := unavailable[k.Fault()]; ok && !slices.ContainsFunc(r.unavailable, func(u [2]string) bool { return u[0] == string(k) }) {
+			r.unavailable = append(r.unavailable, [2]string{string(k), "(not requested) " + reason})
+		}
+	}
+}
+
+func (r *runner) targets() []workload.Target {
+	nodes := r.b.Nodes()
+	out := make([]workload.Target, len(nodes))
+	for i, n := range nodes {
+		out[i] = workload.Target{Name: n.Name, API: n.API, XDS: n.XDS, Incarnation: r.b.Incarnation(n.Name)}
+	}
+	return out
+}
+
+func (r *runner) collectLogs() {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := r.b.CollectLogs(ctx, filepath.Join(r.dir, "logs")); err != nil {
+		r.log.Warn("collect logs", "err", err)
+	}
+}
+
+func (r *runner) progressf(format string, args ...any) {
+	if r.cfg.Progress != nil {
+		fmt.Fprintf(r.cfg.Progress, "kuma-chaos: "+format+"\n", args...)
+	}
+}
+
+// runProgress prints one progress line every few seconds until done closes.
+func (r *runner) runProgress(done <-chan struct{}) {
+	if r.cfg.Progress == nil {
+		return
+	}
+	tty := isTerminal(r.cfg.Progress)
+	every := 10 * time.Second
+	if tty {
+		every = time.Second
+	}
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-done:
+			if tty {
+				fmt.Fprintln(r.cfg.Progress)
+			}
+			return
+		case <-t.C:
+		}
+		o := r.rec.Outcomes()
+		faults := r.rec.CurrentFaults()
+		now := "no fault"
+		if len(faults) > 0 {
+			now = strings.Join(faults, "; ")
+		}
+		line := fmt.Sprintf("[%4.0fs/%.0fs] ops %d (ok %d, fail %d, unknown %d) | %s",
+			time.Since(r.rec.Start()).Seconds(), r.cfg.Duration.Seconds(), o[history.OK]+o[history.Fail]+o[history.Unknown],
+			o[history.OK], o[history.Fail], o[history.Unknown], now)
+		if tty {
+			fmt.Fprintf(r.cfg.Progress, "\r\033[K%s", line)
+		} else {
+			fmt.Fprintln(r.cfg.Progress, line)
+		}
+	}
+}
+
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	fi, err := f.Stat()
+	return err == nil && fi.Mode()&os.ModeCharDevice != 0
+}
+
+func (r *runner) summary(h *history.History, verdicts []check.Verdict, passed bool) string {
+	st := report.Summarize(h)
+	var failed []string
+	for _, v := range verdicts {
+		if !v.OK() {
+			failed = append(failed, v.Checker)
+		}
+	}
+	status := "PASS"
+	if !passed {
+		status = "FAIL (" + strings.Join(failed, ", ") + ")"
+	}
+	return fmt.Sprintf("%s: %d operations (%d ok, %d failed, %d unknown) on %d keys, %d faults (%s) over %s on %d replicas (%s), seed %d",
+		status, st.Total, st.ByOutcome[history.OK], st.ByOutcome[history.Fail], st.ByOutcome[history.Unknown], st.Keys,
+		len(h.Faults), faultCounts(h), r.cfg.Duration, r.cfg.Replicas, r.b.Name(), r.cfg.Seed)
+}
+
+func faultCounts(h *history.History) string {
+	fc := report.FaultCounts(h)
+	keys := make([]string, 0, len(fc))
+	for k := range fc {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	var parts []string
+	for _, k := range keys {
+		parts = append(parts, fmt.Sprintf("%s %d", k, fc[k]))
+	}
+	if len(parts) == 0 {
+		return "none"
+	}
+	return strings.Join(parts, ", ")
+}
+
+func (r *runner) writeReport(h *history.History, verdicts []check.Verdict, passed bool, summary string) error {
+	d := &report.Data{
+		Title:       fmt.Sprintf("kuma-chaos: %s backend, %d replicas, seed %d", r.cfg.Backend, r.cfg.Replicas, r.cfg.Seed),
+		Summary:     summary,
+		Passed:      passed,
+		Replicas:    r.view.names(),
+		Verdicts:    verdicts,
+		History:     h,
+		Unavailable: r.unavailable,
+		HealedAt:    r.healedAt,
+		Notes:       r.notes,
+		Config: [][2]string{
+			{"backend", r.b.Name()},
+			{"replicas", fmt.Sprint(r.cfg.Replicas)},
+			{"duration", r.cfg.Duration.String()},
+			{"seed", fmt.Sprint(r.cfg.Seed)},
+			{"nemeses", joinKinds(r.kinds)},
+			{"clients", fmt.Sprint(r.cfg.Workload.Clients)},
+			{"kuma-cp extra args", strings.Join(r.cfg.ExtraArgs, " ")},
+			{"recovery bound", r.cfg.RecoveryBound.String()},
+			{"started", h.Start.Format(time.RFC3339)},
+		},
+	}
+	f, err := os.Create(filepath.Join(r.dir, "report.html"))
+	if err != nil {
+		return fmt.Errorf("report: %w", err)
+	}
+	if err := report.Render(f, d); err != nil {
+		f.Close()
+		return fmt.Errorf("report: %w", err)
+	}
+	return f.Close()
+}
+
+func joinKinds(ks []nemesis.Kind) string {
+	var s []string
+	for _, k := range ks {
+		s = append(s, string(k))
+	}
+	return strings.Join(s, ",")
+}
+
+func secs(ns int64) string { return fmt.Sprintf("%.1fs", float64(ns)/1e9) }
+
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
+
+func writeJSON(path string, v any) error {
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(path, append(b, '\n'), 0o644)
+}
