@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/keepalive"
 )
@@ -15,6 +16,9 @@ import (
 // small for a proxy with many outbounds).
 const maxRecvMsgSize = 64 << 20
 
+// connectTimeout bounds a connection's TCP and HTTP/2 handshake.
+const connectTimeout = 5 * time.Second
+
 func dialOptions() []grpc.DialOption {
 	return []grpc.DialOption{
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
@@ -22,6 +26,9 @@ func dialOptions() []grpc.DialOption {
 		// Notice a replica that vanished without closing the connection
 		// (the server permits pings every 5s or more).
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
+		// A replica that accepts TCP but does not answer (paused, overloaded)
+		// fails the stream after this, and the client tries another.
+		grpc.WithConnectParams(grpc.ConnectParams{Backoff: backoff.DefaultConfig, MinConnectTimeout: connectTimeout}),
 	}
 }
 

@@ -53,7 +53,7 @@ func (s *session) run(ctx context.Context) error {
 func (s *session) connected() {
 	s.opened, s.start = true, time.Now()
 	s.c.noteConnected(s.addr)
-	s.c.log.Debug("xDS stream open", "server", s.addr, "delta", s.c.cfg.Delta)
+	s.c.log.Info("connected to a control plane replica", "server", s.addr, "delta", s.c.cfg.Delta)
 }
 
 func nackStatus(err error) *rpcstatus.Status {
