@@ -56,6 +56,9 @@ type loadOptions struct {
 	SetupTimeout   time.Duration // until every proxy has its initial config
 	Log            *slog.Logger
 	ClientLog      *slog.Logger // the simulated proxies' own logs
+	// AroundChanges, if set, is called when the measured changes start; the
+	// function it returns when they end (profiling).
+	AroundChanges func(ctx context.Context) func()
 }
 
 // levelResult is what one level measured.
@@ -72,6 +75,26 @@ type levelResult struct {
 	Replicas0, Replicas1       []usage         // before and after the changes
 	NACKs, Reconnects          int
 	ToolRSS                    float64 // the load tool's own peak RSS, bytes
+	ToolCPU                    float64 // CPU seconds the load tool used during the changes
+	WriteRetries               int     // change writes that were refused (no quorum) or unanswered, then retried
+}
+
+// retry calls write(attempt) until it succeeds, fails for good, or keeps
+// failing with errUnavailable for longer than limit; each attempt goes to
+// the next replica. It returns how many attempts failed.
+func retry(ctx context.Context, limit time.Duration, write func(attempt int) error) (int, error) {
+	deadline := time.Now().Add(limit)
+	for a := 0; ; a++ {
+		err := write(a)
+		if err == nil || !errors.Is(err, errUnavailable) || time.Now().After(deadline) {
+			return a, err
+		}
+		select {
+		case <-ctx.Done():
+			return a, ctx.Err()
+		case <-time.After(min(50*time.Millisecond<<min(a, 4), time.Second)):
+		}
+	}
 }
 
 func proxyName(i int) string { return fmt.Sprintf("load-%05d", i) }
@@ -182,13 +205,17 @@ func runLevel(ctx context.Context, t target, o loadOptions) (*levelResult, error
 	setupStart := time.Now()
 	o.Log.Info("creating Dataplanes", "backends", o.Backends, "proxies", o.Proxies, "register", o.Register)
 	if err := parallel(ctx, o.Backends, o.Concurrency, func(k int) error {
-		return t.Put(ctx, k, backendName(k), backendDoc(backendName(k), staticBackendAddr(k)))
+		_, err := retry(ctx, o.Timeout, func(a int) error {
+			return t.Put(ctx, k+a, backendName(k), backendDoc(backendName(k), staticBackendAddr(k)))
+		})
+		return err
 	}); err != nil {
 		return nil, fmt.Errorf("create backends: %w", err)
 	}
 	if !o.Register {
 		if err := parallel(ctx, o.Proxies, o.Concurrency, func(i int) error {
-			return t.Put(ctx, i, proxyName(i), proxyDoc(i, o.Services))
+			_, err := retry(ctx, o.Timeout, func(a int) error { return t.Put(ctx, i+a, proxyName(i), proxyDoc(i, o.Services)) })
+			return err
 		}); err != nil {
 			return nil, fmt.Errorf("create proxy Dataplanes: %w", err)
 		}
@@ -238,6 +265,12 @@ func runLevel(ctx context.Context, t target, o loadOptions) (*levelResult, error
 	if res.Replicas0, err = t.Usage(ctx); err != nil {
 		return nil, err
 	}
+	cpu0 := selfCPU()
+	endChanges := func() {}
+	if o.AroundChanges != nil {
+		endChanges = sync.OnceFunc(o.AroundChanges(ctx))
+		defer endChanges() // on the error paths
+	}
 	notConverged := map[int]bool{}
 	for k := range o.Changes {
 		name, addr := movingBackend(k)
@@ -250,11 +283,13 @@ func runLevel(ctx context.Context, t target, o loadOptions) (*levelResult, error
 			r.check(w, s, s.client.Snapshot(), now)
 		}
 		sent := time.Now()
-		if w.present {
-			err = t.Put(ctx, k, name, backendDoc(name, addr))
-		} else {
-			err = t.Delete(ctx, k, name)
-		}
+		retries, err := retry(ctx, o.Timeout, func(a int) error {
+			if w.present {
+				return t.Put(ctx, k+a, name, backendDoc(name, addr))
+			}
+			return t.Delete(ctx, k+a, name)
+		})
+		res.WriteRetries += retries
 		if err != nil {
 			return nil, fmt.Errorf("change %d: %w", k+1, err)
 		}
@@ -293,6 +328,8 @@ func runLevel(ctx context.Context, t target, o loadOptions) (*levelResult, error
 			"missing", int(w.left.Load()))
 		r.eps.Clear()
 	}
+	res.ToolCPU = selfCPU() - cpu0
+	endChanges()
 	if res.Replicas1, err = t.Usage(ctx); err != nil {
 		return nil, err
 	}

@@ -284,3 +284,24 @@ func TestPercentile(t *testing.T) {
 		t.Fatal(percentile(d, 50), percentile(d, 99))
 	}
 }
+
+func TestRetry(t *testing.T) {
+	calls := 0
+	n, err := retry(context.Background(), time.Second, func(a int) error {
+		if calls++; a < 2 {
+			return fmt.Errorf("%w: no quorum", errUnavailable)
+		}
+		return nil
+	})
+	if n != 2 || err != nil || calls != 3 {
+		t.Fatalf("retried %d, %v, %d calls", n, err, calls)
+	}
+	bad := errors.New("400")
+	if n, err := retry(context.Background(), time.Second, func(int) error { return bad }); n != 0 || err != bad {
+		t.Fatalf("final error retried: %d %v", n, err)
+	}
+	n, err = retry(context.Background(), 100*time.Millisecond, func(int) error { return errUnavailable })
+	if !errors.Is(err, errUnavailable) || n < 1 {
+		t.Fatalf("gave up after %d: %v", n, err)
+	}
+}

@@ -15,11 +15,15 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
 	"os"
 	"os/signal"
 	"path/filepath"
 	"strconv"
+	"runtime/debug"
+	"runtime/pprof"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -37,6 +41,8 @@ type config struct {
 	out      string
 	rebal    bool
 	keep     bool
+	profile  string        // directory for CPU profiles of the change phase
+	profSecs time.Duration // how long the replicas are profiled
 	logLevel slog.Level
 	cmdline  string
 }
@@ -78,6 +84,8 @@ func parseArgs(args []string, stderr io.Writer) (*config, error) {
 	fs.StringVar(&cfg.out, "out", "", "markdown file to write the results to (its kuma-xds-load section for this mode and these counts is replaced, or appended)")
 	fs.BoolVar(&cfg.rebal, "rebalance", false, "keep the replicas' proxy rebalancing on (started cluster only; off by default so that it does not move proxies during the measurement)")
 	fs.BoolVar(&cfg.keep, "keep", false, "keep the created Dataplanes in an existing cluster (and the data dirs of a started one)")
+	fs.StringVar(&cfg.profile, "profile", "", "write CPU profiles of the change phase to this directory: the load tool's, and each replica's (a started cluster runs with --debug-pprof; an existing one must)")
+	fs.DurationVar(&cfg.profSecs, "profile-seconds", 15*time.Second, "how long the replicas are profiled from the first change (with --profile)")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	if err := fs.Parse(args[1:]); err != nil {
 		return nil, usageError{err.Error()}
@@ -117,6 +125,8 @@ func parseArgs(args []string, stderr io.Writer) (*config, error) {
 		return nil, usageError{fmt.Sprintf("--concurrency must be in [1, 1000], got %d", o.Concurrency)}
 	case o.Timeout <= 0:
 		return nil, usageError{fmt.Sprintf("--timeout must be positive, got %s", o.Timeout)}
+	case cfg.profSecs < time.Second:
+		return nil, usageError{fmt.Sprintf("--profile-seconds must be at least 1s, got %s", cfg.profSecs)}
 	case o.SetupTimeout <= 0:
 		return nil, usageError{fmt.Sprintf("--setup-timeout must be positive, got %s", o.SetupTimeout)}
 	case len(cfg.apiURLs) == 0 && (cfg.replicas < 1 || cfg.replicas > 9):
@@ -139,6 +149,12 @@ func parseArgs(args []string, stderr io.Writer) (*config, error) {
 }
 
 func main() {
+	// Thousands of simulated proxies allocate a little per response each:
+	// collect less often (the tool's CPU competes with the replicas').
+	// GOGC, if set, wins; it is not passed to the replicas.
+	if os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(400)
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := run(ctx, os.Args, os.Stdout, os.Stderr); err != nil {
@@ -187,8 +203,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		missing = missing || lvl.Missing > 0
 	}
 	if cfg.out != "" {
-		key := strings.ToLower(strings.ReplaceAll(mode(cfg.load.Delta, cfg.load.Register), ", ", "-"))
-		key += " " + strings.Trim(strings.ReplaceAll(fmt.Sprint(cfg.proxies), " ", ","), "[]")
+		key := modeKey(cfg.load.Delta, cfg.load.Register) + " " + strings.Trim(strings.ReplaceAll(fmt.Sprint(cfg.proxies), " ", ","), "[]")
 		body := section(cfg.cmdline, at, m, cfg.load, len(cfg.apiURLs) == 0, levels)
 		if err := writeSection(cfg.out, key, body); err != nil {
 			return err
@@ -208,6 +223,7 @@ func runOne(ctx context.Context, cfg *config, o loadOptions, log *slog.Logger, s
 		if err != nil {
 			return nil, err
 		}
+		o.AroundChanges = cfg.profiler(t, o.Proxies, log)
 		res, err := runLevel(ctx, t, o)
 		if !cfg.keep {
 			cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Minute)
@@ -230,6 +246,9 @@ func runOne(ctx context.Context, cfg *config, o loadOptions, log *slog.Logger, s
 	extra := []string{}
 	if !cfg.rebal {
 		extra = append(extra, "--xds-rebalance-rate", "0")
+	}
+	if cfg.profile != "" {
+		extra = append(extra, "--debug-pprof")
 	}
 	log.Info("starting a cluster", "replicas", cfg.replicas, "bin", cfg.binDir)
 	var dumping atomic.Bool
@@ -272,9 +291,64 @@ func runOne(ctx context.Context, cfg *config, o loadOptions, log *slog.Logger, s
 	if err != nil {
 		return nil, err
 	}
+	o.AroundChanges = cfg.profiler(t, o.Proxies, log)
 	res, err := runLevel(ctx, t, o)
 	if err != nil {
 		dump()
 	}
 	return res, err
+}
+
+// profiler returns the AroundChanges hook that profiles the change phase:
+// this process until the changes end, each replica for --profile-seconds.
+func (cfg *config) profiler(t *httpTarget, proxies int, log *slog.Logger) func(context.Context) func() {
+	if cfg.profile == "" {
+		return nil
+	}
+	return func(ctx context.Context) func() {
+		if err := os.MkdirAll(cfg.profile, 0o755); err != nil {
+			log.Warn("cannot profile", "err", err)
+			return func() {}
+		}
+		tag := fmt.Sprintf("%s-%d", modeKey(cfg.load.Delta, cfg.load.Register), proxies)
+		self := filepath.Join(cfg.profile, "kuma-xds-load-"+tag+".pprof")
+		f, err := os.Create(self)
+		if err == nil {
+			if err = pprof.StartCPUProfile(f); err != nil {
+				_ = f.Close()
+				f = nil
+			}
+		}
+		if err != nil {
+			log.Warn("cannot profile the load tool", "err", err)
+		}
+		var wg sync.WaitGroup
+		for _, r := range t.replicas {
+			path := filepath.Join(cfg.profile, r.Name+"-"+tag+".pprof")
+			url := fmt.Sprintf("%s/debug/pprof/profile?seconds=%d", r.APIURL, int(cfg.profSecs.Seconds()))
+			wg.Go(func() {
+				client := testcluster.NewClient(cfg.profSecs + 30*time.Second)
+				status, _, body, err := client.Get(ctx, url)
+				if err == nil && status != http.StatusOK {
+					err = fmt.Errorf("GET %s: status %d (is the replica running with --debug-pprof?)", url, status)
+				}
+				if err == nil {
+					err = os.WriteFile(path, body, 0o644)
+				}
+				if err != nil {
+					log.Warn("cannot profile a replica", "replica", r.Name, "err", err)
+					return
+				}
+				log.Info("replica profile written", "file", path)
+			})
+		}
+		return func() {
+			if f != nil {
+				pprof.StopCPUProfile()
+				_ = f.Close()
+				log.Info("load tool profile written", "file", self)
+			}
+			wg.Wait()
+		}
+	}
 }

@@ -102,6 +102,18 @@ func mode(delta, register bool) string {
 	return m
 }
 
+// modeKey names the mode in file names and section markers.
+func modeKey(delta, register bool) string {
+	k := "sotw"
+	if delta {
+		k = "delta"
+	}
+	if register {
+		k += "-register"
+	}
+	return k
+}
+
 // section renders the markdown section for BENCHMARKS.md, in the style of
 // kuma-bench's sections (command, date, machine, method, table).
 func section(cmdline string, at time.Time, m machine, o loadOptions, own bool, levels []*levelResult) string {
@@ -143,12 +155,12 @@ func section(cmdline string, at time.Time, m machine, o loadOptions, own bool, l
 		}
 		rows = append(rows, []string{fmt.Sprint(l.Proxies), fmt.Sprint(l.Replicas), fmt.Sprint(l.Changes),
 			fmtDur(percentile(l.FromAck, 50)), fmtDur(percentile(l.FromAck, 99)), fmtDur(percentile(l.FromAck, 100)),
-			fmtDur(percentile(l.Writes, 50)), fmt.Sprint(l.Missing), strings.Join(held, " / "),
-			strings.Join(rss, " / "), strings.Join(cpu, " / "), fmt.Sprintf("%.0f", l.ToolRSS/(1<<20)),
+			fmtDur(percentile(l.Writes, 50)), fmt.Sprint(l.WriteRetries), fmt.Sprint(l.Missing), strings.Join(held, " / "),
+			strings.Join(rss, " / "), strings.Join(cpu, " / "), fmt.Sprintf("%.0f / %.2f", l.ToolRSS/(1<<20), l.ToolCPU),
 			l.Setup.Round(100 * time.Millisecond).String()})
 	}
-	b.WriteString(table([]string{"proxies", "replicas", "changes", "p50", "p99", "max", "write p50", "not converged",
-		"proxies per replica", "RSS MiB per replica", "CPU s per replica", "tool peak RSS MiB", "setup"}, rows))
+	b.WriteString(table([]string{"proxies", "replicas", "changes", "p50", "p99", "max", "write p50", "write retries", "not converged",
+		"proxies per replica", "RSS MiB per replica", "CPU s per replica", "load tool RSS MiB / CPU s", "setup"}, rows))
 	b.WriteString("\nFor reference (issue 3): Kuma 2.9, single replica with the memory store, measured on this same 2-core " +
 		"machine with the same method: p50 0.49 s at 60 proxies, 1.08 s at 500, 4.0 s (max 4.7 s, 800 MB RSS) at 2,000. " +
 		"Targets: at 1,000 proxies p99 under 100 ms; at 5,000 p99 under 500 ms and under 300 MB RSS per replica.\n")
@@ -224,13 +236,15 @@ func summary(l *levelResult) string {
 		fmtDur(percentile(l.FromAck, 50)), fmtDur(percentile(l.FromAck, 99)), fmtDur(percentile(l.FromAck, 100)))
 	fmt.Fprintf(&b, "  propagation after the write was sent: p50 %s  p99 %s  max %s\n",
 		fmtDur(percentile(l.FromSend, 50)), fmtDur(percentile(l.FromSend, 99)), fmtDur(percentile(l.FromSend, 100)))
-	fmt.Fprintf(&b, "  API write: p50 %s  max %s\n", fmtDur(percentile(l.Writes, 50)), fmtDur(percentile(l.Writes, 100)))
+	fmt.Fprintf(&b, "  API write: p50 %s  max %s  retried %d times (no quorum or no answer)\n",
+		fmtDur(percentile(l.Writes, 50)), fmtDur(percentile(l.Writes, 100)), l.WriteRetries)
 	if l.Missing > 0 {
 		fmt.Fprintf(&b, "  NOT CONVERGED: %d (proxy, change) pairs; proxies: %s\n", l.Missing, strings.Join(l.NotConverged, ", "))
 	} else {
 		b.WriteString("  every proxy had every change\n")
 	}
-	fmt.Fprintf(&b, "  proxies' NACKs %d, reconnects %d; load tool peak RSS %.0f MiB\n", l.NACKs, l.Reconnects, l.ToolRSS/(1<<20))
+	fmt.Fprintf(&b, "  proxies' NACKs %d, reconnects %d; load tool: peak RSS %.0f MiB, CPU during changes %.2f s\n",
+		l.NACKs, l.Reconnects, l.ToolRSS/(1<<20), l.ToolCPU)
 	for i, r := range l.Replicas1 {
 		cpu := r.CPUSeconds
 		if i < len(l.Replicas0) {

@@ -11,10 +11,15 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/kuma-ha/kuma-ha/cmd/internal/testcluster"
 )
+
+// errUnavailable marks a write that may succeed if tried again: the
+// cluster had no quorum (503) or the replica did not answer.
+var errUnavailable = errors.New("unavailable")
 
 // replicaInfo is one replica as GET /cluster describes it.
 type replicaInfo struct {
@@ -76,25 +81,32 @@ func (t *httpTarget) XDSAddrs() []string {
 func (t *httpTarget) Put(ctx context.Context, i int, name string, doc []byte) error {
 	url := t.apiURLs[i%len(t.apiURLs)] + "/meshes/default/dataplanes/" + name
 	status, _, body, err := t.client.Put(ctx, url, doc)
-	if err != nil {
-		return err
-	}
-	if status != http.StatusOK && status != http.StatusCreated {
-		return fmt.Errorf("PUT %s: status %d: %s", url, status, strings.TrimSpace(string(body)))
-	}
-	return nil
+	return writeErr(ctx, "PUT", url, status, body, err, http.StatusOK, http.StatusCreated)
 }
 
 func (t *httpTarget) Delete(ctx context.Context, i int, name string) error {
 	url := t.apiURLs[i%len(t.apiURLs)] + "/meshes/default/dataplanes/" + name
 	status, _, body, err := t.client.Delete(ctx, url)
-	if err != nil {
+	return writeErr(ctx, "DELETE", url, status, body, err, http.StatusOK, http.StatusNotFound)
+}
+
+// writeErr turns a write's outcome into nil, an error wrapping
+// errUnavailable (worth retrying), or a final error.
+func writeErr(ctx context.Context, method, url string, status int, body []byte, err error, ok ...int) error {
+	switch {
+	case err != nil && ctx.Err() == nil:
+		return fmt.Errorf("%w: %v", errUnavailable, err)
+	case err != nil:
 		return err
+	case status == http.StatusServiceUnavailable:
+		return fmt.Errorf("%w: %s %s: status %d: %s", errUnavailable, method, url, status, strings.TrimSpace(string(body)))
 	}
-	if status != http.StatusOK && status != http.StatusNotFound {
-		return fmt.Errorf("DELETE %s: status %d: %s", url, status, strings.TrimSpace(string(body)))
+	for _, s := range ok {
+		if status == s {
+			return nil
+		}
 	}
-	return nil
+	return fmt.Errorf("%s %s: status %d: %s", method, url, status, strings.TrimSpace(string(body)))
 }
 
 func (t *httpTarget) Usage(ctx context.Context) ([]usage, error) {
@@ -158,4 +170,13 @@ func selfPeakRSS() float64 {
 		}
 	}
 	return 0
+}
+
+// selfCPU is the CPU time (user and system) this process has used, in seconds.
+func selfCPU() float64 {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano()).Seconds()
 }
