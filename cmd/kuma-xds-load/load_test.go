@@ -14,11 +14,17 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/goleak"
+
 	"github.com/kuma-ha/kuma-ha/cluster"
 	"github.com/kuma-ha/kuma-ha/fsm"
 	"github.com/kuma-ha/kuma-ha/fsm/resource"
 	"github.com/kuma-ha/kuma-ha/xds"
 )
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
 
 // memTarget is a cluster in the test process: xds.Servers over FSMs fed by
 // one fake log (no Raft, no REST API).

@@ -19,6 +19,7 @@ import (
 type machine struct {
 	CPU, Memory, Kernel, Go, KumaCP string
 	NProc                           int
+	Load                            string // load average when the run started (the machine may be shared)
 }
 
 func probeMachine(ctx context.Context, kumaCP string) machine {
@@ -43,6 +44,11 @@ func probeMachine(ctx context.Context, kumaCP string) machine {
 				}
 				break
 			}
+		}
+	}
+	if data, err := os.ReadFile("/proc/loadavg"); err == nil {
+		if f := strings.Fields(string(data)); len(f) >= 3 {
+			m.Load = strings.Join(f[:3], " ")
 		}
 	}
 	if data, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
@@ -120,8 +126,12 @@ func section(cmdline string, at time.Time, m machine, o loadOptions, own bool, l
 	var b strings.Builder
 	fmt.Fprintf(&b, "## xDS propagation, %s (kuma-xds-load)\n\n", mode(o.Delta, o.Register))
 	fmt.Fprintf(&b, "Command: `%s`  \nDate: %s\n\n", cmdline, at.UTC().Format("2006-01-02 15:04 MST"))
-	fmt.Fprintf(&b, "Machine:\n\n- CPU: %s, %d CPUs (`nproc`)\n- Memory: %s\n- Kernel: %s\n- Go: %s\n- kuma-cp: %s\n\n",
+	fmt.Fprintf(&b, "Machine:\n\n- CPU: %s, %d CPUs (`nproc`)\n- Memory: %s\n- Kernel: %s\n- Go: %s\n- kuma-cp: %s\n",
 		m.CPU, m.NProc, m.Memory, m.Kernel, m.Go, m.KumaCP)
+	if m.Load != "" {
+		fmt.Fprintf(&b, "- Load average when the run started: %s (1, 5, 15 min)\n", m.Load)
+	}
+	b.WriteString("\n")
 	cluster := "an existing cluster (`--api`)"
 	if own {
 		cluster = "a fresh cluster of built kuma-cp replicas per level, on this machine, with rebalancing off"
