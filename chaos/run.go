@@ -174,10 +174,16 @@ func (r *runner) run(ctx context.Context) (*Result, error) {
 		return nil, fmt.Errorf("cluster did not form: %w (logs in %s/logs)", err, r.dir)
 	}
 	r.chooseNemeses()
+	if n, ok := r.b.(backend.Noter); ok {
+		r.notes = append(r.notes, n.Notes()...)
+	}
 	r.plan = nemesis.Plan(r.cfg.Seed, r.kinds, r.cfg.Duration-r.cfg.Warmup, r.cfg.Timing)
 	r.progressf("cluster of %s formed; backend %s; nemeses %s; seed %d", strings.Join(r.view.names(), ","), r.b.Name(), joinKinds(r.kinds), r.cfg.Seed)
 	for _, u := range r.unavailable {
 		r.progressf("not injected: %s: %s", u[0], u[1])
+	}
+	for _, n := range r.notes {
+		r.progressf("note: %s", n)
 	}
 
 	rest := workload.NewREST(r.cfg.Workload)

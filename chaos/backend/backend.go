@@ -42,11 +42,14 @@ const (
 var ErrUnavailable = errors.New("fault not available in this backend")
 
 // Netem is a slow, lossy network on one replica's interface. The zero
-// value is a normal network.
+// value is a normal network. Delay and jitter need the kernel's sch_netem;
+// loss is random drops by iptables (the statistic match) and Rate a token
+// bucket (tbf), which work without it.
 type Netem struct {
-	Delay  time.Duration
-	Jitter time.Duration
-	Loss   float64 // percent
+	Delay  time.Duration `json:"delay,omitempty"`
+	Jitter time.Duration `json:"jitter,omitempty"`
+	Loss   float64       `json:"loss,omitempty"` // percent, each direction
+	Rate   int           `json:"rateKbit,omitempty"`
 }
 
 // IsZero reports a normal network.
@@ -56,19 +59,26 @@ func (n Netem) String() string {
 	if n.IsZero() {
 		return "none"
 	}
-	return fmt.Sprintf("delay %s±%s loss %.1f%%", n.Delay, n.Jitter, n.Loss)
-}
-
-// tcArgs are the arguments of `tc qdisc replace dev DEV root netem ...`.
-func (n Netem) tcArgs() []string {
-	args := []string{"delay", fmt.Sprintf("%dms", n.Delay.Milliseconds())}
-	if n.Jitter > 0 {
-		args = append(args, fmt.Sprintf("%dms", n.Jitter.Milliseconds()), "distribution", "normal")
+	var parts []string
+	if n.Delay > 0 {
+		parts = append(parts, fmt.Sprintf("delay %s±%s", n.Delay, n.Jitter))
 	}
 	if n.Loss > 0 {
-		args = append(args, "loss", strconv.FormatFloat(n.Loss, 'f', 2, 64)+"%")
+		parts = append(parts, fmt.Sprintf("loss %.1f%%", n.Loss))
 	}
-	return args
+	if n.Rate > 0 {
+		parts = append(parts, fmt.Sprintf("rate %dkbit", n.Rate))
+	}
+	return strings.Join(parts, ", ")
+}
+
+// noNetemNote explains the slow network on kernels without sch_netem.
+const noNetemNote = "this kernel has no sch_netem: the slow network is a tbf rate limit plus random loss (iptables statistic match), without a fixed delay"
+
+// Noter is implemented by backends with remarks about how faults are
+// injected on this machine (for the report).
+type Noter interface {
+	Notes() []string
 }
 
 // Pair is two replicas that must not reach each other (in either direction).
@@ -101,7 +111,9 @@ type Backend interface {
 	// two replicas of each pair is dropped. nil heals every partition.
 	SetPartition(ctx context.Context, cut []Pair) error
 	// SetNetem slows one replica's network; the zero Netem restores it.
-	SetNetem(ctx context.Context, name string, n Netem) error
+	// It returns what was applied (a kernel without sch_netem gets loss
+	// and a rate limit but no delay).
+	SetNetem(ctx context.Context, name string, n Netem) (string, error)
 
 	// CollectLogs writes each replica's log to dir/NAME.log.
 	CollectLogs(ctx context.Context, dir string) error
@@ -186,18 +198,6 @@ func run(ctx context.Context, stdin string, name string, args ...string) (string
 		return string(out), fmt.Errorf("%s %s: %w: %s", name, strings.Join(args, " "), err, strings.TrimSpace(string(out)))
 	}
 	return string(out), nil
-}
-
-// filterRules is an iptables-restore input for the filter table that drops
-// all traffic to and from the given addresses.
-func filterRules(blocked []string) string {
-	var b strings.Builder
-	b.WriteString("*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n")
-	for _, ip := range blocked {
-		fmt.Fprintf(&b, "-A INPUT -s %s/32 -j DROP\n-A OUTPUT -d %s/32 -j DROP\n", ip, ip)
-	}
-	b.WriteString("COMMIT\n")
-	return b.String()
 }
 
 // blockedPeers returns, for each replica, the sorted names it must not reach.

@@ -36,7 +36,12 @@ type Docker struct {
 		nodes   []*dockerNode
 		cut     []Pair
 		netem   map[string]Netem
+		// hasNetem: the kernel has sch_netem; shapeErr: not even the
+		// fallback (tbf, iptables loss) works. Probed at Start.
+		hasNetem bool
+		shapeErr error
 	}
+	linkMu sync.Mutex // serializes rule changes
 }
 
 type dockerNode struct {
@@ -72,11 +77,27 @@ func NewDocker(opts Options) (*Docker, error) {
 // Name is "docker".
 func (d *Docker) Name() string { return "docker" }
 
-// Unavailable: clock skew only.
+// Unavailable: clock skew, and the slow network if tc does not work.
 func (d *Docker) Unavailable() map[Fault]string {
-	return map[Fault]string{
+	out := map[Fault]string{
 		FaultClockSkew: "containers share the host's kernel clock (CLOCK_REALTIME is not namespaced; time namespaces only offset the monotonic and boot clocks by a constant), and kuma-cp is a static Go binary that reads the clock through the vDSO, so no faketime library applies",
 	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.mu.shapeErr != nil {
+		out[FaultNetem] = "neither tc netem nor tbf with iptables loss works in a container's namespace: " + d.mu.shapeErr.Error()
+	}
+	return out
+}
+
+// Notes are remarks about how faults are injected on this machine.
+func (d *Docker) Notes() []string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.mu.started && !d.mu.hasNetem && d.mu.shapeErr == nil {
+		return []string{noNetemNote}
+	}
+	return nil
 }
 
 // Start builds the image (once per binary), creates the network and starts
@@ -142,9 +163,15 @@ func (d *Docker) Start(ctx context.Context) error {
 			return fmt.Errorf("docker backend: %w", err)
 		}
 	}
-	for _, n := range nodes {
+	for i, n := range nodes {
 		if err := d.startContainer(ctx, n); err != nil {
 			return err
+		}
+		if i == 0 {
+			hasNetem, shapeErr := probeShaping(ctx, n.nsenter)
+			d.mu.Lock()
+			d.mu.hasNetem, d.mu.shapeErr = hasNetem, shapeErr
+			d.mu.Unlock()
 		}
 	}
 	for _, n := range nodes {
@@ -250,17 +277,8 @@ func (d *Docker) startContainer(ctx context.Context, n *dockerNode) error {
 	n.pid = pid
 	n.paused = false
 	n.mu.Unlock()
-	d.mu.Lock()
-	cut := append([]Pair(nil), d.mu.cut...)
-	nm := d.mu.netem[n.spec.name]
-	d.mu.Unlock()
-	if err := d.applyFilter(ctx, n, cut); err != nil {
+	if _, err := d.applyNode(ctx, n); err != nil {
 		return err
-	}
-	if !nm.IsZero() {
-		if err := d.applyNetem(ctx, n, nm); err != nil {
-			return err
-		}
 	}
 	return nil
 }
@@ -281,34 +299,31 @@ func (n *dockerNode) nsenter(ctx context.Context, stdin string, args ...string) 
 	return err
 }
 
-func (d *Docker) applyFilter(ctx context.Context, n *dockerNode, cut []Pair) error {
+// applyNode renders the current partition and slow network into the
+// container's namespace (nothing while it is not running).
+func (d *Docker) applyNode(ctx context.Context, n *dockerNode) (string, error) {
+	d.linkMu.Lock()
+	defer d.linkMu.Unlock()
+	d.mu.Lock()
+	st := linkState{netem: d.mu.netem[n.spec.name]}
+	cut := d.mu.cut
+	hasNetem := d.mu.hasNetem
 	ipOf := map[string]string{}
-	for _, o := range d.Nodes() {
-		ipOf[o.Name] = o.Host
+	for _, o := range d.mu.nodes {
+		ipOf[o.spec.name] = o.spec.host
 	}
-	var ips []string
+	d.mu.Unlock()
 	for _, peer := range blockedPeers(cut)[n.spec.name] {
-		ips = append(ips, ipOf[peer])
+		st.blocked = append(st.blocked, ipOf[peer])
 	}
-	if err := n.nsenter(ctx, filterRules(ips), "iptables-restore", "-w"); err != nil {
-		return fmt.Errorf("partition %s: %w", n.spec.name, err)
+	if n.currentPID() == 0 {
+		return "applied when it starts", nil
 	}
-	return nil
-}
-
-func (d *Docker) applyNetem(ctx context.Context, n *dockerNode, nm Netem) error {
-	if nm.IsZero() {
-		err := n.nsenter(ctx, "", "tc", "qdisc", "del", "dev", "eth0", "root")
-		if err != nil && !noQdisc(err) {
-			return fmt.Errorf("netem %s: %w", n.spec.name, err)
-		}
-		return nil
+	applied, err := applyLink(ctx, n.nsenter, st, hasNetem)
+	if err != nil {
+		return "", fmt.Errorf("network of %s: %w", n.spec.name, err)
 	}
-	args := append([]string{"tc", "qdisc", "replace", "dev", "eth0", "root", "netem"}, nm.tcArgs()...)
-	if err := n.nsenter(ctx, "", args...); err != nil {
-		return fmt.Errorf("netem %s: %w", n.spec.name, err)
-	}
-	return nil
+	return applied, nil
 }
 
 // Kill sends SIGKILL and waits until the container has exited.
@@ -462,25 +477,30 @@ func (d *Docker) SetPartition(ctx context.Context, cut []Pair) error {
 	d.mu.Unlock()
 	var errs []error
 	for _, n := range nodes {
-		errs = append(errs, d.applyFilter(ctx, n, cut))
+		_, err := d.applyNode(ctx, n)
+		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }
 
 // SetNetem slows one container's network.
-func (d *Docker) SetNetem(ctx context.Context, name string, nm Netem) error {
+func (d *Docker) SetNetem(ctx context.Context, name string, nm Netem) (string, error) {
 	n, err := d.node(name)
 	if err != nil {
-		return err
+		return "", err
 	}
 	d.mu.Lock()
+	if d.mu.shapeErr != nil {
+		d.mu.Unlock()
+		return "", fmt.Errorf("%w: netem: %v", ErrUnavailable, d.mu.shapeErr)
+	}
 	if nm.IsZero() {
 		delete(d.mu.netem, name)
 	} else {
 		d.mu.netem[name] = nm
 	}
 	d.mu.Unlock()
-	return d.applyNetem(ctx, n, nm)
+	return d.applyNode(ctx, n)
 }
 
 // CollectLogs writes `docker logs` of each container (all its runs) to dir.

@@ -27,10 +27,12 @@ type netnsNet struct {
 	// a FORWARD policy of DROP (Docker sets one, and br_netfilter sends
 	// bridged packets through it).
 	fwdRules [][]string
-	netemErr error // why tc netem does not work, if it does not
+	hasNetem bool  // the kernel has sch_netem (delay); else tbf and iptables loss
+	shapeErr error // why no slow network can be made at all, if so
 	log      *slog.Logger
 
-	mu sync.Mutex // serializes rule changes
+	mu    sync.Mutex  // serializes rule changes; guards links
+	links []linkState // per namespace
 }
 
 const netnsPrefix = "kchaos-"
@@ -116,16 +118,14 @@ func (nn *netnsNet) setup(ctx context.Context, n int) error {
 				nn.hostVeth = append(nn.hostVeth, veth)
 			}
 		}
-		if err := nn.setFilter(ctx, i, nil); err != nil {
+		nn.links = append(nn.links, linkState{})
+		if _, err := nn.apply(ctx, i); err != nil {
 			return err
 		}
 	}
-	// Probe netem once; a kernel without sch_netem still allows partitions.
-	if err := nn.setNetem(ctx, 0, Netem{Delay: time.Millisecond}); err != nil {
-		nn.netemErr = err
-	} else if err := nn.setNetem(ctx, 0, Netem{}); err != nil {
-		return err
-	}
+	// A kernel without sch_netem still allows partitions and a slow network
+	// made of a rate limit and random loss.
+	nn.hasNetem, nn.shapeErr = probeShaping(ctx, nn.exec(0))
 	// The harness must reach every replica through the bridge.
 	for i := range n {
 		if _, err := run(ctx, "", "ip", "netns", "exec", nn.spaces[i], "ip", "route", "get", nn.prefix+".1"); err != nil {
@@ -142,35 +142,34 @@ func (nn *netnsNet) wrap(i int, argv []string) []string {
 	return append([]string{"ip", "netns", "exec", nn.spaces[i]}, argv...)
 }
 
-// setFilter replaces namespace i's filter table: drop all traffic to and
-// from the given addresses.
-func (nn *netnsNet) setFilter(ctx context.Context, i int, blocked []string) error {
-	nn.mu.Lock()
-	defer nn.mu.Unlock()
-	_, err := run(ctx, filterRules(blocked), "ip", "netns", "exec", nn.spaces[i], "iptables-restore", "-w")
-	return err
-}
-
-// setNetem sets or clears netem on namespace i's eth0.
-func (nn *netnsNet) setNetem(ctx context.Context, i int, n Netem) error {
-	nn.mu.Lock()
-	defer nn.mu.Unlock()
-	base := []string{"netns", "exec", nn.spaces[i], "tc", "qdisc"}
-	if n.IsZero() {
-		_, err := run(ctx, "", "ip", append(base, "del", "dev", "eth0", "root")...)
-		if err != nil && noQdisc(err) {
-			return nil // nothing to clear
-		}
+// exec runs a tool inside namespace i.
+func (nn *netnsNet) exec(i int) netExec {
+	return func(ctx context.Context, stdin string, args ...string) error {
+		_, err := run(ctx, stdin, "ip", append([]string{"netns", "exec", nn.spaces[i]}, args...)...)
 		return err
 	}
-	_, err := run(ctx, "", "ip", append(append(base, "replace", "dev", "eth0", "root", "netem"), n.tcArgs()...)...)
+}
+
+// apply renders namespace i's link state.
+func (nn *netnsNet) apply(ctx context.Context, i int) (string, error) {
+	return applyLink(ctx, nn.exec(i), nn.links[i], nn.hasNetem)
+}
+
+// setBlocked replaces the peers namespace i must not reach.
+func (nn *netnsNet) setBlocked(ctx context.Context, i int, blocked []string) error {
+	nn.mu.Lock()
+	defer nn.mu.Unlock()
+	nn.links[i].blocked = blocked
+	_, err := nn.apply(ctx, i)
 	return err
 }
 
-// noQdisc reports tc's complaint about deleting a root qdisc that is the default.
-func noQdisc(err error) bool {
-	msg := err.Error()
-	return strings.Contains(msg, "No such file") || strings.Contains(msg, "handle of zero") || strings.Contains(msg, "Invalid handle")
+// setNetem slows namespace i's network.
+func (nn *netnsNet) setNetem(ctx context.Context, i int, n Netem) (string, error) {
+	nn.mu.Lock()
+	defer nn.mu.Unlock()
+	nn.links[i].netem = n
+	return nn.apply(ctx, i)
 }
 
 // close removes the namespaces (their veths go with them), the bridge and

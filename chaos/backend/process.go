@@ -43,6 +43,7 @@ type Process struct {
 		nodes   []*procNode
 		ns      *netnsNet
 		unavail map[Fault]string
+		notes   []string
 	}
 }
 
@@ -112,8 +113,12 @@ func (b *Process) Start(ctx context.Context) error {
 			b.opts.Logger.Warn("network namespaces unavailable; replicas share 127.0.0.1 and network faults are skipped", "reason", err)
 			b.setUnavailable(FaultPartition, "no network namespaces: "+err.Error())
 			b.setUnavailable(FaultNetem, "no network namespaces: "+err.Error())
-		} else if ns.netemErr != nil {
-			b.setUnavailable(FaultNetem, "tc netem does not work in a namespace: "+ns.netemErr.Error())
+		} else if ns.shapeErr != nil {
+			b.setUnavailable(FaultNetem, "neither tc netem nor tbf with iptables loss works in a namespace: "+ns.shapeErr.Error())
+		} else if !ns.hasNetem {
+			b.mu.Lock()
+			b.mu.notes = append(b.mu.notes, noNetemNote)
+			b.mu.Unlock()
 		}
 	} else {
 		reason := "replicas share 127.0.0.1 (--network loopback): network faults need a network namespace per replica (run as root with --network netns or auto)"
@@ -316,7 +321,7 @@ func (b *Process) SetPartition(ctx context.Context, cut []Pair) error {
 		for _, peer := range blocked[n.spec.name] {
 			ips = append(ips, ipOf[peer])
 		}
-		if err := ns.setFilter(ctx, n.ns, ips); err != nil {
+		if err := ns.setBlocked(ctx, n.ns, ips); err != nil {
 			errs = append(errs, err)
 		}
 	}
@@ -324,19 +329,26 @@ func (b *Process) SetPartition(ctx context.Context, cut []Pair) error {
 }
 
 // SetNetem slows one replica's network (namespaces only).
-func (b *Process) SetNetem(ctx context.Context, name string, nm Netem) error {
+func (b *Process) SetNetem(ctx context.Context, name string, nm Netem) (string, error) {
 	b.mu.Lock()
 	ns := b.mu.ns
 	reason, unavailable := b.mu.unavail[FaultNetem]
 	b.mu.Unlock()
 	if ns == nil || unavailable {
-		return fmt.Errorf("%w: netem: %s", ErrUnavailable, reason)
+		return "", fmt.Errorf("%w: netem: %s", ErrUnavailable, reason)
 	}
 	n, err := b.node(name)
 	if err != nil {
-		return err
+		return "", err
 	}
 	return ns.setNetem(ctx, n.ns, nm)
+}
+
+// Notes are remarks about how faults are injected on this machine.
+func (b *Process) Notes() []string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return append([]string(nil), b.mu.notes...)
 }
 
 // CollectLogs copies each replica's log to dir/NAME.log (the logs are

@@ -138,7 +138,7 @@ func (e *Executor) step(ctx context.Context, s Step) error {
 // return no heal.
 func (e *Executor) inject(ctx context.Context, s Step) (targets []string, detail string, heal func(context.Context) error, err error) {
 	b := e.Backend
-	rng := rand.New(rand.NewPCG(s.Pick, 0x5eed))
+	rng := newRand(s.Pick)
 	random := func() (string, bool) {
 		names := e.eligible()
 		if len(names) == 0 {
@@ -222,16 +222,20 @@ func (e *Executor) inject(ctx context.Context, s Step) (targets []string, detail
 		heal := func(ctx context.Context) error {
 			var errs []error
 			for _, t := range ts {
-				errs = append(errs, b.SetNetem(ctx, t, backend.Netem{}))
+				_, err := b.SetNetem(ctx, t, backend.Netem{})
+				errs = append(errs, err)
 			}
 			return errors.Join(errs...)
 		}
+		applied := s.Netem.String()
 		for _, t := range ts {
-			if err := b.SetNetem(ctx, t, s.Netem); err != nil {
-				return ts, s.Netem.String(), heal, err
+			a, err := b.SetNetem(ctx, t, s.Netem)
+			if err != nil {
+				return ts, applied, heal, err
 			}
+			applied = a
 		}
-		return ts, s.Netem.String(), heal, nil
+		return ts, applied, heal, nil
 	}
 	return nil, "", nil, fmt.Errorf("%w: %s", backend.ErrUnavailable, s.Kind)
 }
@@ -325,7 +329,8 @@ func HealAll(ctx context.Context, b backend.Backend) error {
 	}
 	if _, ok := unavailable[backend.FaultNetem]; !ok {
 		for _, n := range b.Nodes() {
-			errs = append(errs, b.SetNetem(ctx, n.Name, backend.Netem{}))
+			_, err := b.SetNetem(ctx, n.Name, backend.Netem{})
+			errs = append(errs, err)
 		}
 	}
 	for _, n := range b.Nodes() {
@@ -338,3 +343,6 @@ func HealAll(ctx context.Context, b backend.Backend) error {
 	}
 	return errors.Join(errs...)
 }
+
+// newRand is the generator that turns a step's pick into target choices.
+func newRand(pick uint64) *rand.Rand { return rand.New(rand.NewPCG(pick, 0x5eed)) }

@@ -28,7 +28,7 @@ const (
 	PartitionLeader Kind = "partition-leader" // cut the leader off from every other replica
 	PartitionHalves Kind = "partition-halves" // a random minority against the majority
 	PartitionBridge Kind = "partition-bridge" // two sides that cannot talk, one replica that talks to both
-	SlowNetwork     Kind = "netem"            // tc netem delay, jitter and loss on one or every replica
+	SlowNetwork     Kind = "netem"            // delay, jitter, loss and a rate limit on one or every replica
 	ClockSkew       Kind = "clock-skew"       // never available (see backend.FaultClockSkew)
 )
 
@@ -142,6 +142,7 @@ func Plan(seed uint64, kinds []Kind, duration time.Duration, t Timing) []Step {
 				Delay:  time.Duration(20+rng.IntN(180)) * time.Millisecond,
 				Jitter: time.Duration(rng.IntN(30)) * time.Millisecond,
 				Loss:   float64(rng.IntN(80)) / 10,
+				Rate:   []int{0, 256, 512, 1024, 4096}[rng.IntN(5)],
 			}
 		}
 		steps = append(steps, s)

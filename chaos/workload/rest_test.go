@@ -1,0 +1,177 @@
+package workload
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/kuma-ha/kuma-ha/chaos/api"
+	"github.com/kuma-ha/kuma-ha/chaos/check"
+	"github.com/kuma-ha/kuma-ha/chaos/history"
+)
+
+// fakeCP serves GET, PUT and DELETE /meshes/{name} with Raft-like
+// versions, like one kuma-cp. With stale set, every read answers the state
+// as it was before the last write of that key: a bug the checkers must see.
+type fakeCP struct {
+	mu    sync.Mutex
+	index uint64
+	res   map[string]fakeRes
+	prev  map[string]fakeRes
+	stale bool
+}
+
+type fakeRes struct {
+	value   string
+	version uint64
+	exists  bool
+}
+
+func (f *fakeCP) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	name := strings.TrimPrefix(r.URL.Path, "/meshes/")
+	cur := f.res[name]
+	ifMatch, _ := strconv.ParseUint(strings.Trim(r.Header.Get("If-Match"), `"`), 10, 64)
+	w.Header().Set("X-Kuma-Index", strconv.FormatUint(f.index, 10))
+	switch r.Method {
+	case http.MethodGet:
+		if f.stale {
+			cur = f.prev[name]
+		}
+		if !cur.exists {
+			http.Error(w, `{"title":"Not found"}`, http.StatusNotFound)
+			return
+		}
+		w.Header().Set("ETag", fmt.Sprintf(`"%d"`, cur.version))
+		fmt.Fprintf(w, `{"type":"Mesh","name":%q,"labels":{"v":%q}}`, name, cur.value)
+	case http.MethodPut:
+		body, _ := io.ReadAll(r.Body)
+		var m struct {
+			Labels map[string]string `json:"labels"`
+		}
+		_ = json.Unmarshal(body, &m)
+		if ifMatch != 0 && (!cur.exists || cur.version != ifMatch) {
+			http.Error(w, `{"title":"Precondition Failed"}`, http.StatusPreconditionFailed)
+			return
+		}
+		f.index++
+		f.prev[name] = cur
+		f.res[name] = fakeRes{value: m.Labels["v"], version: f.index, exists: true}
+		w.Header().Set("ETag", fmt.Sprintf(`"%d"`, f.index))
+		if cur.exists {
+			w.WriteHeader(http.StatusOK)
+		} else {
+			w.WriteHeader(http.StatusCreated)
+		}
+	case http.MethodDelete:
+		if !cur.exists {
+			http.Error(w, `{"title":"Not found"}`, http.StatusNotFound)
+			return
+		}
+		if ifMatch != 0 && cur.version != ifMatch {
+			http.Error(w, `{"title":"Precondition Failed"}`, http.StatusPreconditionFailed)
+			return
+		}
+		f.index++
+		f.prev[name] = cur
+		delete(f.res, name)
+		fmt.Fprint(w, "{}")
+	}
+}
+
+func runAgainst(t *testing.T, srv *fakeCP) *history.History {
+	t.Helper()
+	srv.res, srv.prev = map[string]fakeRes{}, map[string]fakeRes{}
+	ts := httptest.NewServer(srv)
+	defer ts.Close()
+	rec := history.NewRecorder()
+	w := NewREST(RESTOptions{Clients: 4, Keys: 2, OpsPerKey: 60, MaxOps: 400, Think: time.Millisecond, Timeout: 2 * time.Second})
+	env := Env{Targets: func() []Target { return []Target{{Name: "cp-1", API: ts.URL, Incarnation: 1}} }, Recorder: rec, Seed: 7}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := w.Run(ctx, env); err != nil {
+		t.Fatal(err)
+	}
+	srv.mu.Lock()
+	srv.stale = false // final reads see the truth
+	srv.mu.Unlock()
+	if err := w.Final(ctx, env); err != nil {
+		t.Fatal(err)
+	}
+	if len(w.Keys()) < 4 {
+		t.Errorf("keys were not retired: %v", w.Keys())
+	}
+	return rec.Snapshot()
+}
+
+func TestRESTAgainstCorrectServer(t *testing.T) {
+	h := runAgainst(t, &fakeCP{})
+	counts := map[history.Kind]int{}
+	for _, op := range h.Ops {
+		counts[op.Kind]++
+		if op.Outcome == history.Unknown {
+			t.Errorf("unknown outcome from a healthy server: %+v", op)
+		}
+	}
+	for _, k := range []history.Kind{history.Read, history.Write, history.CAS, history.Delete} {
+		if counts[k] == 0 {
+			t.Errorf("no %s operation in %v", k, counts)
+		}
+	}
+	for _, v := range []check.Verdict{
+		check.Linearizable(h.Ops, check.LinearizableOptions{}),
+		check.LostWrites(h.Ops),
+		check.StaleReads(h.Ops),
+	} {
+		if v.Result != check.Pass {
+			t.Errorf("%s", v)
+		}
+	}
+}
+
+func TestRESTAgainstStaleServer(t *testing.T) {
+	h := runAgainst(t, &fakeCP{stale: true})
+	if v := check.Linearizable(h.Ops, check.LinearizableOptions{}); v.Result != check.Fail {
+		t.Errorf("stale reads passed linearizability: %s", v)
+	}
+	if v := check.StaleReads(h.Ops); v.Result != check.Fail {
+		t.Errorf("stale reads passed the stale-read checker: %s", v)
+	}
+}
+
+func TestOutcomeOfUnreachableReplica(t *testing.T) {
+	rec := history.NewRecorder()
+	w := NewREST(RESTOptions{Timeout: time.Second})
+	// A port nobody listens on: the request is refused before it is sent.
+	ts := httptest.NewServer(http.NotFoundHandler())
+	url := ts.URL
+	ts.Close()
+	cl := &client{id: 1, versions: map[string]uint64{}}
+	cl.http = newTestClient()
+	op := w.do(context.Background(), rec, cl, Target{Name: "cp-1", API: url}, history.Op{Kind: history.Write, Key: "k", Value: "v"})
+	if op.Outcome != history.Fail {
+		t.Errorf("refused write: outcome %s (%s)", op.Outcome, op.Error)
+	}
+	// A server that never answers: the write may have happened.
+	block := make(chan struct{})
+	hang := httptest.NewServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) { <-block }))
+	defer hang.Close()
+	defer close(block)
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	op = w.do(ctx, rec, cl, Target{Name: "cp-1", API: hang.URL}, history.Op{Kind: history.Write, Key: "k", Value: "v"})
+	if op.Outcome != history.Unknown {
+		t.Errorf("timed out write: outcome %s (%s)", op.Outcome, op.Error)
+	}
+}
+
+func newTestClient() *api.Client { return api.NewClient(time.Second) }
