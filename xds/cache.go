@@ -63,6 +63,7 @@ type proxy struct {
 	lds, cds *typeSet
 	eps      []envoy.EndpointRef
 	watches  map[*watch]struct{}
+	lastSent map[string]string // type URL -> version of the last SotW response (not resent after a NACK)
 }
 
 // cla is one shared ClusterLoadAssignment.
@@ -128,7 +129,7 @@ func (c *Cache) Attach(k resource.Key) {
 	defer c.mu.Unlock()
 	p := c.proxies[k]
 	if p == nil {
-		p = &proxy{key: k, watches: map[*watch]struct{}{}}
+		p = &proxy{key: k, watches: map[*watch]struct{}{}, lastSent: map[string]string{}}
 		c.proxies[k] = p
 		c.regenerate(p)
 	}
@@ -555,14 +556,8 @@ func (c *Cache) answerSotW(w *watch) bool {
 	if version == w.req.GetVersionInfo() {
 		return false // the proxy has exactly this
 	}
-	if w.req.GetErrorDetail() != nil {
-		// A NACK: do not send the rejected version again, wait for a new one.
-		for _, sent := range w.sub.ReturnedResources() {
-			if sent == version {
-				return false
-			}
-			break
-		}
+	if w.req.GetErrorDetail() != nil && w.p.lastSent[w.typeURL] == version {
+		return false // a NACK: do not send the rejected version again, wait for a new one
 	}
 	out := &discovery.DiscoveryResponse{VersionInfo: version, TypeUrl: w.typeURL, Resources: make([]*anypb.Any, len(entries))}
 	returned := make(map[string]string, len(entries))
@@ -572,6 +567,7 @@ func (c *Cache) answerSotW(w *watch) bool {
 	}
 	select {
 	case w.ch <- &sotwResponse{req: w.req, resp: out, returned: returned}:
+		w.p.lastSent[w.typeURL] = version
 	default:
 		// The server's channel holds one response per type; a full channel
 		// means one is already on its way and the next request re-watches.

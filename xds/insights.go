@@ -60,6 +60,9 @@ func (s *Server) flush(ctx context.Context, final bool) {
 	reports := make([]fsm.InsightReport, 0, len(s.mu.dirty))
 	for k, st := range s.mu.dirty {
 		st.sub.Generation++
+		if len(st.versions) > 0 {
+			st.sub.Status.ConfigVersion = configVersion(st.versions)
+		}
 		sub := st.sub
 		reports = append(reports, fsm.InsightReport{Mesh: st.key.Mesh, Name: st.key.Name, Subscription: &sub})
 		keys = append(keys, k)

@@ -12,7 +12,6 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
-	"google.golang.org/protobuf/proto"
 
 	"github.com/kuma-ha/kuma-ha/fsm/resource"
 )
@@ -23,6 +22,10 @@ import (
 // closes a few streams a second with UNAVAILABLE and a message naming the
 // least loaded replica ("reconnect to ..."); the proxy reconnects there.
 // Streams are closed one by one, never all at once, so there is no storm.
+
+// rebalanceStreak is how many consecutive checks must find a replica over
+// its share before it sheds.
+const rebalanceStreak = 3
 
 // ShedPrefix starts the status message of a stream closed to rebalance or
 // on shutdown; the address of the suggested replica follows it.
@@ -43,12 +46,13 @@ func ShedHint(err error) string {
 
 // trackedStream wraps a server stream so it can be ended from outside: its
 // RecvMsg returns once shed, which makes go-control-plane finish the stream.
+// A pump goroutine does the blocking reads (into the caller's message: a
+// caller that got the shed error never looks at that message again).
 type trackedStream struct {
 	grpc.ServerStream
-	newMsg func() proto.Message
 
 	once    sync.Once
-	recvCh  chan recvResult
+	reads   chan recvReq
 	shedCh  chan struct{}
 	shedMu  sync.Mutex
 	hint    string
@@ -60,9 +64,9 @@ type trackedStream struct {
 	since   time.Time
 }
 
-type recvResult struct {
-	msg proto.Message
-	err error
+type recvReq struct {
+	m    any
+	done chan error // buffered: the pump never blocks on it
 }
 
 func (t *trackedStream) shed(hint string) {
@@ -75,47 +79,54 @@ func (t *trackedStream) shed(hint string) {
 	close(t.shedCh)
 }
 
+var errShed = status.Error(codes.Unavailable, "stream shed")
+
 func (t *trackedStream) RecvMsg(m any) error {
 	t.once.Do(func() {
-		t.recvCh = make(chan recvResult)
+		t.reads = make(chan recvReq)
 		go t.pump()
 	})
+	ctx := t.ServerStream.Context()
+	r := recvReq{m: m, done: make(chan error, 1)}
 	select {
-	case r := <-t.recvCh:
-		if r.err != nil {
-			return r.err
-		}
-		pm := m.(proto.Message)
-		proto.Reset(pm)
-		proto.Merge(pm, r.msg)
-		t.noteNode(r.msg)
-		return nil
+	case t.reads <- r:
 	case <-t.shedCh:
-		return status.Error(codes.Unavailable, "stream shed")
-	case <-t.ServerStream.Context().Done():
-		return status.FromContextError(t.ServerStream.Context().Err()).Err()
+		return errShed
+	case <-ctx.Done():
+		return status.FromContextError(ctx.Err()).Err()
+	}
+	select {
+	case err := <-r.done:
+		if err == nil {
+			t.noteNode(m)
+		}
+		return err
+	case <-t.shedCh:
+		return errShed
+	case <-ctx.Done():
+		return status.FromContextError(ctx.Err()).Err()
 	}
 }
 
 // pump reads the real stream; it ends when the stream's context does (the
-// handler returned) or the client closes.
+// handler returned) or a read fails.
 func (t *trackedStream) pump() {
 	ctx := t.ServerStream.Context()
 	for {
-		msg := t.newMsg()
-		err := t.ServerStream.RecvMsg(msg)
 		select {
-		case t.recvCh <- recvResult{msg, err}:
+		case r := <-t.reads:
+			err := t.ServerStream.RecvMsg(r.m)
+			r.done <- err
+			if err != nil {
+				return
+			}
 		case <-ctx.Done():
-			return
-		}
-		if err != nil {
 			return
 		}
 	}
 }
 
-func (t *trackedStream) noteNode(msg proto.Message) {
+func (t *trackedStream) noteNode(msg any) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.hasNode {
@@ -134,16 +145,10 @@ func (t *trackedStream) noteNode(msg proto.Message) {
 }
 
 func (s *Server) intercept(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
-	var newMsg func() proto.Message
-	switch {
-	case strings.HasSuffix(info.FullMethod, "/StreamAggregatedResources"):
-		newMsg = func() proto.Message { return &discovery.DiscoveryRequest{} }
-	case strings.HasSuffix(info.FullMethod, "/DeltaAggregatedResources"):
-		newMsg = func() proto.Message { return &discovery.DeltaDiscoveryRequest{} }
-	default:
+	if !strings.HasSuffix(info.FullMethod, "/StreamAggregatedResources") && !strings.HasSuffix(info.FullMethod, "/DeltaAggregatedResources") {
 		return handler(srv, ss)
 	}
-	ts := &trackedStream{ServerStream: ss, newMsg: newMsg, shedCh: make(chan struct{})}
+	ts := &trackedStream{ServerStream: ss, shedCh: make(chan struct{})}
 	s.mu.Lock()
 	s.mu.tracked[ts] = struct{}{}
 	s.mu.Unlock()
@@ -168,6 +173,7 @@ func (s *Server) runRebalancer(ctx context.Context) {
 	t := time.NewTicker(s.opts.RebalanceInterval)
 	defer t.Stop()
 	budget := 0.0
+	streak := 0 // consecutive checks that found this replica over its share
 	for {
 		select {
 		case <-ctx.Done():
@@ -176,6 +182,15 @@ func (s *Server) runRebalancer(ctx context.Context) {
 		}
 		budget = min(budget+s.opts.RebalanceRate*s.opts.RebalanceInterval.Seconds(), math.Max(1, s.opts.RebalanceRate))
 		n, hint := s.excess()
+		// Other replicas' counts come from insights, which lag behind a
+		// burst of connects: shed only an imbalance that lasts.
+		if n == 0 {
+			streak = 0
+			continue
+		}
+		if streak++; streak < rebalanceStreak {
+			continue
+		}
 		for n > 0 && budget >= 1 {
 			if !s.shedOne(hint) {
 				break

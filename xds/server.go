@@ -11,6 +11,7 @@ import (
 
 	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	sotwserver "github.com/envoyproxy/go-control-plane/pkg/server/sotw/v3"
 	serverv3 "github.com/envoyproxy/go-control-plane/pkg/server/v3"
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
@@ -147,7 +148,9 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
 	)
-	xs := serverv3.NewServer(ctx, s.cache, s)
+	// Ordered ADS: responses leave in the order they were produced (clusters
+	// before the listeners that use them), without reflect.Select.
+	xs := serverv3.NewServer(ctx, s.cache, s, sotwserver.WithOrderedADS())
 	discovery.RegisterAggregatedDiscoveryServiceServer(s.grpc, xs)
 
 	var wg sync.WaitGroup
@@ -300,7 +303,7 @@ func (s *Server) firstRequest(k streamKey, node *core.Node) error {
 	return nil
 }
 
-func (s *Server) request(k streamKey, node *core.Node, typeURL, nonce string, errDetail string, nack bool) error {
+func (s *Server) request(k streamKey, node *core.Node, typeURL, version, nonce string, errDetail string, nack bool) error {
 	s.mu.Lock()
 	st := s.mu.streams[k]
 	first := st != nil && !st.hasNode
@@ -322,6 +325,15 @@ func (s *Server) request(k streamKey, node *core.Node, typeURL, nonce string, er
 	}
 	s.m.acks.WithLabelValues(shortType(typeURL), kind).Inc()
 	if nonce == "" {
+		if version != "" {
+			// A reconnecting proxy says what it has; if it is current it
+			// gets no response, and this is its config version.
+			s.mu.Lock()
+			if _, sent := st.versions[shortType(typeURL)]; !sent {
+				st.versions[shortType(typeURL)] = version
+			}
+			s.mu.Unlock()
+		}
 		return nil
 	}
 	now := time.Now().UTC()
@@ -361,7 +373,6 @@ func (s *Server) response(k streamKey, typeURL, version string) {
 	}
 	st.sub.Status.LastUpdateTime = &now
 	st.versions[shortType(typeURL)] = version
-	st.sub.Status.ConfigVersion = fmt.Sprintf("lds=%s cds=%s eds=%s", st.versions["lds"], st.versions["cds"], st.versions["eds"])
 	s.mu.dirty[k] = st
 }
 
@@ -391,7 +402,7 @@ func (s *Server) OnStreamOpen(ctx context.Context, id int64, _ string) error {
 }
 func (s *Server) OnStreamClosed(id int64, _ *core.Node) { s.closeStream(streamKey{false, id}) }
 func (s *Server) OnStreamRequest(id int64, req *discovery.DiscoveryRequest) error {
-	return s.request(streamKey{false, id}, req.GetNode(), req.GetTypeUrl(), req.GetResponseNonce(),
+	return s.request(streamKey{false, id}, req.GetNode(), req.GetTypeUrl(), req.GetVersionInfo(), req.GetResponseNonce(),
 		req.GetErrorDetail().GetMessage(), req.GetErrorDetail() != nil)
 }
 func (s *Server) OnStreamResponse(_ context.Context, id int64, req *discovery.DiscoveryRequest, resp *discovery.DiscoveryResponse) {
@@ -402,7 +413,7 @@ func (s *Server) OnDeltaStreamOpen(ctx context.Context, id int64, _ string) erro
 }
 func (s *Server) OnDeltaStreamClosed(id int64, _ *core.Node) { s.closeStream(streamKey{true, id}) }
 func (s *Server) OnStreamDeltaRequest(id int64, req *discovery.DeltaDiscoveryRequest) error {
-	return s.request(streamKey{true, id}, req.GetNode(), req.GetTypeUrl(), req.GetResponseNonce(),
+	return s.request(streamKey{true, id}, req.GetNode(), req.GetTypeUrl(), maxVersion(req.GetInitialResourceVersions()), req.GetResponseNonce(),
 		req.GetErrorDetail().GetMessage(), req.GetErrorDetail() != nil)
 }
 func (s *Server) OnStreamDeltaResponse(id int64, _ *discovery.DeltaDiscoveryRequest, resp *discovery.DeltaDiscoveryResponse) {
@@ -420,4 +431,21 @@ func (s *Server) wake() {
 	case s.kick <- struct{}{}:
 	default:
 	}
+}
+
+// maxVersion is the version with the highest index among a delta
+// request's initial resource versions ("" if none).
+func maxVersion(vs map[string]string) string {
+	best := ""
+	for _, v := range vs {
+		if best == "" || versionIndex(v) > versionIndex(best) {
+			best = v
+		}
+	}
+	return best
+}
+
+// configVersion is the insight's summary of the versions a stream has.
+func configVersion(vs map[string]string) string {
+	return "lds=" + vs["lds"] + " cds=" + vs["cds"] + " eds=" + vs["eds"]
 }

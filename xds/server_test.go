@@ -499,3 +499,20 @@ func contains(s []string, v string) bool {
 	}
 	return false
 }
+
+// TestNoResendAfterNACKOfEmptyResponse: an empty response that the proxy
+// rejects is not sent again and again.
+func TestNoResendAfterNACKOfEmptyResponse(t *testing.T) {
+	h := newHarness(t, Options{})
+	h.put(dpDoc("web-1", "10.0.0.1", "web"))
+	c := h.sotw("default.web-1", "")
+	c.send(typeEDS, "", "", []string{"unknown"}, "")
+	r := c.mustRecv(typeEDS)
+	if len(r.GetResources()) != 0 {
+		t.Fatalf("resources for an unknown cluster: %v", r.GetResources())
+	}
+	c.send(typeEDS, "", r.GetNonce(), []string{"unknown"}, "test: rejected")
+	if again, err := c.recv(300 * time.Millisecond); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("the rejected empty response came again: %v %v", again, err)
+	}
+}

@@ -58,6 +58,7 @@ type testProxy struct {
 		maxIndex   map[string]uint64
 		backwards  []string // versions that went back in time
 		reconnects int
+		shed       int // streams the control plane closed with a hint
 		lastErr    error
 		stream     string // replica address of the current stream (requests sent), "" between streams
 	}
@@ -105,6 +106,7 @@ func (p *testProxy) run(ctx context.Context) {
 		p.mu.lastErr = err
 		p.mu.reconnects++
 		if hint := xds.ShedHint(err); hint != "" && slices.Contains(p.mu.addrs, hint) {
+			p.mu.shed++
 			p.mu.cur = slices.Index(p.mu.addrs, hint)
 		} else if !errors.Is(err, errMoved) {
 			p.mu.cur = (p.mu.cur + 1) % len(p.mu.addrs)
@@ -389,6 +391,12 @@ func (p *testProxy) backwards() []string {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return slices.Clone(p.mu.backwards)
+}
+
+func (p *testProxy) shedCount() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.mu.shed
 }
 
 func (p *testProxy) reconnects() int {

@@ -313,9 +313,10 @@ func TestIntegrationRebalance(t *testing.T) {
 		name := fmt.Sprintf("web-%02d", i)
 		proxies = append(proxies, newTestProxy(t, "default."+name, webDoc(name, fmt.Sprintf("10.0.1.%d", i+1)), addrs, i%3))
 	}
+	reader := rs[0] // the replica whose API the checks read
 	counts := func() map[string]int {
 		m := map[string]int{}
-		for _, replica := range connected(t, ctx, rs[0]) {
+		for _, replica := range connected(t, ctx, reader) {
 			m[replica]++
 		}
 		return m
@@ -366,5 +367,27 @@ func TestIntegrationRebalance(t *testing.T) {
 	// Each of the two loaded replicas closes at most `rate` streams a second.
 	if moves > 2*int(float64(rate)*took.Seconds())+4 {
 		t.Fatalf("%d reconnects in %s: more than %d a second", moves, took, 2*rate)
+	}
+
+	// SIGTERM: the replica tells its proxies where to go before it exits.
+	shedBefore := 0
+	for _, p := range proxies {
+		shedBefore += p.shedCount()
+	}
+	on := counts()[rs[0].Name]
+	reader = rs[1]
+	if err := rs[0].Stop(); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "proxies of the stopped replica online elsewhere", 20*time.Second, func() (bool, string) {
+		m := counts()
+		return m[rs[1].Name]+m[rs[2].Name] == n, fmt.Sprint(m)
+	})
+	shedAfter := 0
+	for _, p := range proxies {
+		shedAfter += p.shedCount()
+	}
+	if shedAfter-shedBefore < on {
+		t.Fatalf("%d proxies were on the stopped replica, only %d were told where to go", on, shedAfter-shedBefore)
 	}
 }
