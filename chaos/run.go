@@ -189,7 +189,9 @@ func (r *runner) run(ctx context.Context) (*Result, error) {
 	rest := workload.NewREST(r.cfg.Workload)
 	env := workload.Env{Targets: r.targets, Recorder: r.rec, Seed: r.cfg.Seed, Logger: r.log}
 
-	loadCtx, stopLoad := context.WithTimeout(ctx, r.cfg.Duration)
+	// The workload runs for the duration, and longer if the last fault
+	// (a rolling restart takes what it takes) ends later.
+	loadCtx, stopLoad := context.WithCancel(ctx)
 	defer stopLoad()
 	var wg sync.WaitGroup
 	wg.Go(func() {
@@ -203,14 +205,15 @@ func (r *runner) run(ctx context.Context) (*Result, error) {
 
 	exec := &nemesis.Executor{Backend: r.b, Cluster: r.view, Recorder: r.rec, Logger: r.log}
 	nemesisErr := func() error {
-		if err := sleepCtx(loadCtx, r.cfg.Warmup); err != nil {
-			return nil
+		if err := sleepCtx(ctx, r.cfg.Warmup); err != nil {
+			return err
 		}
-		return exec.Run(loadCtx, r.plan, r.cfg.Duration-r.cfg.Warmup-time.Since(r.rec.Start()))
+		return exec.Run(ctx, r.plan, r.cfg.Duration-time.Since(r.rec.Start()))
 	}()
-	// The nemesis stops starting faults when the time is up; the workload
+	// The nemesis starts no fault that could not end in time; the workload
 	// runs until the duration ends.
-	<-loadCtx.Done()
+	_ = sleepCtx(ctx, r.cfg.Duration-time.Since(r.rec.Start()))
+	stopLoad()
 	wg.Wait()
 	close(progressDone)
 	progressWG.Wait()

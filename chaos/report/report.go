@@ -232,7 +232,7 @@ func timeline(d *Data) string {
 	for _, c := range counts {
 		maxCount = max(maxCount, c[history.OK]+c[history.Fail]+c[history.Unknown])
 	}
-	fmt.Fprintf(&b, `<text x="%.0f" y="%.0f" text-anchor="end">ops/s</text><text x="%.0f" y="%.0f" text-anchor="end">%d</text>`, left-6, barsTop+barsH/2, left-6, barsTop+8, maxCount)
+	fmt.Fprintf(&b, `<text x="%.0f" y="%.0f">operations started per second</text><text x="%.0f" y="%.0f" text-anchor="end">%d</text>`, left, barsTop-6, left-6, barsTop+8, maxCount)
 	bw := plotW / float64(buckets)
 	for i, c := range counts {
 		y := barsTop + barsH
@@ -269,7 +269,7 @@ func timeline(d *Data) string {
 		}
 		fmt.Fprintf(&b, `<circle cx="%.1f" cy="%.1f" r="1.6" fill="%s" fill-opacity="0.6"/>`, x(op.Invoke), ly2(float64(op.Latency())/1e9), outcomeColor[op.Outcome])
 	}
-	fmt.Fprintf(&b, `<text x="12" y="%.0f" transform="rotate(-90 12 %.0f)">latency</text>`, latTop+latH/2+20, latTop+latH/2)
+	fmt.Fprintf(&b, `<text x="%.0f" y="%.0f">latency of each operation (log scale)</text>`, left, latTop-6)
 	// Time axis.
 	axisY := latTop + latH
 	fmt.Fprintf(&b, `<line x1="%.0f" x2="%.0f" y1="%.0f" y2="%.0f" stroke="#999"/>`, left, width-right, axisY, axisY)

@@ -27,9 +27,9 @@ type RESTOptions struct {
 	OpsPerKey int
 	// MaxOps bounds the operations of the whole run; 0 means 200000.
 	MaxOps int
-	// Think is each client's pause between operations; 0 means 20ms.
+	// Think is each client's mean pause between operations; 0 means 30ms.
 	Think time.Duration
-	// Timeout bounds one operation; 0 means 5s. A write that times out has
+	// Timeout bounds one operation; 0 means 3s. A write that times out has
 	// an unknown outcome.
 	Timeout time.Duration
 }
@@ -48,10 +48,10 @@ func (o *RESTOptions) defaults() {
 		o.MaxOps = 200000
 	}
 	if o.Think <= 0 {
-		o.Think = 20 * time.Millisecond
+		o.Think = 30 * time.Millisecond
 	}
 	if o.Timeout <= 0 {
-		o.Timeout = 5 * time.Second
+		o.Timeout = 3 * time.Second
 	}
 }
 
@@ -140,7 +140,30 @@ type client struct {
 	http     *api.Client
 	seq      int
 	versions map[string]uint64 // last version this client saw per key
+	// avoid holds, per replica, until when this client prefers the others:
+	// after a request to it got no answer, as a client with several
+	// addresses (kumactl) moves on. Without it every client ends up waiting
+	// on a paused replica and the healthy ones see no load.
+	avoid map[string]time.Time
 }
+
+// pick chooses a random target, preferring those not avoided.
+func (c *client) pick(targets []Target) Target {
+	now := time.Now()
+	ok := make([]Target, 0, len(targets))
+	for _, t := range targets {
+		if now.After(c.avoid[t.Name]) {
+			ok = append(ok, t)
+		}
+	}
+	if len(ok) == 0 {
+		ok = targets
+	}
+	return ok[c.rng.IntN(len(ok))]
+}
+
+// AvoidFor is how long a client prefers other replicas after one did not answer.
+const AvoidFor = 2 * time.Second
 
 func (w *REST) runClient(ctx context.Context, env Env, id int) {
 	c := &client{
@@ -148,6 +171,7 @@ func (w *REST) runClient(ctx context.Context, env Env, id int) {
 		rng:      rand.New(rand.NewPCG(env.Seed, uint64(id)+1)),
 		http:     api.NewClient(w.opts.Timeout),
 		versions: map[string]uint64{},
+		avoid:    map[string]time.Time{},
 	}
 	defer c.http.Close()
 	log := env.Logger
@@ -163,7 +187,7 @@ func (w *REST) runClient(ctx context.Context, env Env, id int) {
 		if len(targets) == 0 {
 			return
 		}
-		t := targets[c.rng.IntN(len(targets))]
+		t := c.pick(targets)
 		op := w.randomOp(c, key)
 		if op.Kind == history.CAS {
 			// Read first, as a client updating a resource does, so that
@@ -258,6 +282,9 @@ func (w *REST) do(ctx context.Context, rec *history.Recorder, c *client, t Targe
 			op.Outcome = history.Fail
 		}
 		op.Error = err.Error()
+		if c.avoid != nil {
+			c.avoid[t.Name] = time.Now().Add(AvoidFor)
+		}
 		return rec.Add(op)
 	}
 	op.Status = resp.Status
