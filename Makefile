@@ -24,14 +24,15 @@ test: ## every test, with the race detector (integration tests start built binar
 test-short: ## unit tests only (skips the multi-process integration tests)
 	$(GO) test -race -short -count=1 ./...
 
-bench: build ## BENCHMARKS.md: replicated writes vs etcd, failover, snapshot/restore (installs etcd-server if missing)
+bench: build ## BENCHMARKS.md: replicated writes vs etcd, failover, snapshot/restore (installs etcd-server if missing); xDS: make bench-xds
 	@command -v etcd >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq etcd-server)
 	CGO_ENABLED=0 $(GO) build -o bin/kuma-bench ./cmd/kuma-bench
 	./bin/kuma-bench all --bin-dir bin --out BENCHMARKS.md
 
-bench-xds: build ## BENCHMARKS.md xDS section only: the load tool with 100, 1,000 and 5,000 simulated proxies
-	CGO_ENABLED=0 $(GO) build -o bin/kuma-bench ./cmd/kuma-bench
-	./bin/kuma-bench xds --bin-dir bin --out BENCHMARKS.md
+bench-xds: build ## BENCHMARKS.md xDS sections: kuma-xds-load with 100, 1,000 and 5,000 simulated proxies (SotW and delta)
+	CGO_ENABLED=0 $(GO) build -o bin/kuma-xds-load ./cmd/kuma-xds-load
+	./bin/kuma-xds-load --bin-dir bin --proxies 100,1000,5000 --changes 20 --out BENCHMARKS.md
+	./bin/kuma-xds-load --bin-dir bin --proxies 100,1000,5000 --changes 20 --delta --out BENCHMARKS.md
 
 fuzz: ## run every fuzz target for FUZZTIME each
 	@for pkg in $$($(GO) list ./...); do \

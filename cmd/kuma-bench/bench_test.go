@@ -114,6 +114,17 @@ func TestReportSections(t *testing.T) {
 	if w, f, s := strings.Index(text, "writes body"), strings.Index(text, "second run"), strings.Index(text, "kuma-bench snapshot"); !(w < f && f < s) {
 		t.Errorf("sections out of order:\n%s", text)
 	}
+	// Another tool's sections after ours are kept.
+	foreign := "<!-- kuma-xds-load:begin sotw -->\n## xDS\n<!-- kuma-xds-load:end sotw -->"
+	if err := os.WriteFile(path, append(data, []byte("\n"+foreign+"\n")...), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := updateReport(path, "writes", "## Writes\n\nwrites body"); err != nil {
+		t.Fatal(err)
+	}
+	if data, err = os.ReadFile(path); err != nil || !strings.Contains(string(data), foreign) {
+		t.Fatalf("foreign section dropped: %v\n%s", err, data)
+	}
 	got := parseSections(data)
 	if len(got) != len(sectionOrder) || got["writes"] != "## Writes\n\nwrites body" {
 		t.Errorf("parseSections = %q", got)

@@ -11,7 +11,6 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -29,22 +28,18 @@ type config struct {
 	keepDirs bool
 	systems  map[string]bool // writes: which systems to drive
 
-	xdsProxies []int    // xds: proxy counts, one level each
-	xdsChanges int      // xds: changes per level
-	apiURLs    []string // xds: an existing cluster instead of a fresh one per level
-
 	cmdline string
 	log     *slog.Logger
 	stderr  io.Writer
 }
 
-const usage = `Usage: kuma-bench [flags] writes|failover|snapshot|xds|all
+const usage = `Usage: kuma-bench [flags] writes|failover|snapshot|all
 
   writes    write throughput and latency of 3 kuma-cp replicas vs 3 etcd members
   failover  unavailability of writes when the kuma-cp leader is SIGKILLed
   snapshot  time and peak RSS of snapshot and restore of 100,000 Dataplanes
-  xds       the xDS load tool: N simulated proxies over 3 replicas, propagation
-            latency of changes (p50/p99/max), RSS and CPU per replica
+
+xDS propagation is measured by kuma-xds-load (make bench-xds).
   all       every benchmark above; the --out file gets one section each
 
 Flags (before or after the subcommand):
@@ -85,9 +80,7 @@ func parseArgs(args []string, stderr io.Writer) (*config, string, error) {
 	fs.StringVar(&cfg.etcdBin, "etcd", "etcd", "etcd binary (Debian package etcd-server)")
 	fs.BoolVar(&cfg.keepDirs, "keep", false, "keep data dirs and logs in the temporary directory")
 	systems := fs.String("systems", "kuma-cp,etcd", "writes: comma-separated systems to drive (kuma-cp, etcd)")
-	proxies := fs.String("proxies", "100,1000,5000", "xds: comma-separated proxy counts, one level each")
-	fs.IntVar(&cfg.xdsChanges, "changes", 20, "xds: changes measured per level")
-	api := fs.String("api", "", "xds: comma-separated API URLs of an existing cluster (default: start a fresh one per level)")
+
 	if err := fs.Parse(args[1:]); err != nil {
 		return nil, "", usageError{err.Error()}
 	}
@@ -114,12 +107,7 @@ func parseArgs(args []string, stderr io.Writer) (*config, string, error) {
 		if !set["count"] {
 			cfg.count = 10_000
 		}
-		if !set["proxies"] {
-			*proxies = "50"
-		}
-		if !set["changes"] {
-			cfg.xdsChanges = 5
-		}
+
 	}
 	switch {
 	case cfg.duration <= 0 || cfg.duration > time.Hour:
@@ -132,24 +120,6 @@ func parseArgs(args []string, stderr io.Writer) (*config, string, error) {
 		return nil, "", usageError{fmt.Sprintf("--count must be in [1, 10000000], got %d", cfg.count)}
 	case cfg.out == "":
 		return nil, "", usageError{"--out must not be empty"}
-	}
-	for _, p := range strings.Split(*proxies, ",") {
-		n, err := strconv.Atoi(strings.TrimSpace(p))
-		if err != nil || n < 1 || n > 100_000 {
-			return nil, "", usageError{fmt.Sprintf("--proxies: %q is not a count in [1, 100000]", p)}
-		}
-		cfg.xdsProxies = append(cfg.xdsProxies, n)
-	}
-	if cfg.xdsChanges < 1 || cfg.xdsChanges > 10_000 {
-		return nil, "", usageError{fmt.Sprintf("--changes must be in [1, 10000], got %d", cfg.xdsChanges)}
-	}
-	for _, u := range strings.Split(*api, ",") {
-		if u = strings.TrimRight(strings.TrimSpace(u), "/"); u != "" {
-			if !strings.HasPrefix(u, "http://") && !strings.HasPrefix(u, "https://") {
-				return nil, "", usageError{fmt.Sprintf("--api: %q must start with http:// or https://", u)}
-			}
-			cfg.apiURLs = append(cfg.apiURLs, u)
-		}
 	}
 	cfg.systems = map[string]bool{}
 	for _, sys := range strings.Split(*systems, ",") {
@@ -174,16 +144,15 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		"writes":   benchWrites,
 		"failover": benchFailover,
 		"snapshot": benchSnapshot,
-		"xds":      benchXDS,
 	}
 	var names []string
 	switch sub {
 	case "all":
 		names = sectionOrder
-	case "writes", "failover", "snapshot", "xds":
+	case "writes", "failover", "snapshot":
 		names = []string{sub}
 	default:
-		return usageError{fmt.Sprintf("unknown subcommand %q (want writes, failover, snapshot, xds or all)", sub)}
+		return usageError{fmt.Sprintf("unknown subcommand %q (want writes, failover, snapshot or all)", sub)}
 	}
 	if sub != "snapshot" {
 		abs, err := filepath.Abs(cfg.binDir)

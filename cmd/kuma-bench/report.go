@@ -12,7 +12,7 @@ import (
 
 // The output file is a fixed header and one section per benchmark between
 // markers, so that running one benchmark replaces only its own section.
-var sectionOrder = []string{"writes", "failover", "snapshot", "xds"}
+var sectionOrder = []string{"writes", "failover", "snapshot"}
 
 const (
 	markBegin = "<!-- kuma-bench:begin %s -->"
@@ -65,6 +65,7 @@ func updateReport(path, name, body string) error {
 		sections = parseSections(old)
 	}
 	sections[name] = strings.TrimSpace(body)
+	foreign := foreignTail(old)
 	var out bytes.Buffer
 	out.WriteString(reportHeader)
 	for _, s := range sectionOrder {
@@ -76,6 +77,9 @@ func updateReport(path, name, body string) error {
 			fmt.Fprintf(&out, "## %s\n\n_Not run yet: `kuma-bench %s`._\n", sectionTitle(s), s)
 		}
 		fmt.Fprintf(&out, markEnd+"\n", s)
+	}
+	if foreign != "" {
+		out.WriteString("\n" + foreign + "\n")
 	}
 	tmp := path + ".tmp"
 	if dir := filepath.Dir(path); dir != "" {
@@ -121,8 +125,6 @@ func sectionTitle(name string) string {
 		return "Leader failover"
 	case "snapshot":
 		return "Snapshot and restore"
-	case "xds":
-		return "xDS propagation (kuma-bench xds, the load tool)"
 	}
 	return name
 }
@@ -140,4 +142,24 @@ func table(header []string, rows [][]string) string {
 		b.WriteString("| " + strings.Join(r, " | ") + " |\n")
 	}
 	return b.String()
+}
+
+// foreignTail is what follows kuma-bench's last section in an existing
+// report when it holds other tools' sections (kuma-xds-load writes its own
+// after them); it is kept as it is.
+func foreignTail(old []byte) string {
+	text := string(old)
+	i := strings.LastIndex(text, "<!-- kuma-bench:end ")
+	if i < 0 {
+		return ""
+	}
+	j := strings.Index(text[i:], "-->")
+	if j < 0 {
+		return ""
+	}
+	tail := strings.TrimSpace(text[i+j+len("-->"):])
+	if !strings.Contains(tail, ":begin ") {
+		return ""
+	}
+	return tail
 }
