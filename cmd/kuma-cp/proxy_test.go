@@ -61,6 +61,7 @@ type testProxy struct {
 		shed       int // streams the control plane closed with a hint
 		lastErr    error
 		stream     string // replica address of the current stream (requests sent), "" between streams
+		events     []string // how each stream ended, for failure messages
 	}
 	updated chan struct{}
 	cancel  context.CancelFunc
@@ -105,6 +106,7 @@ func (p *testProxy) run(ctx context.Context) {
 		p.mu.Lock()
 		p.mu.lastErr = err
 		p.mu.reconnects++
+		p.mu.events = append(p.mu.events, fmt.Sprintf("%s %s: %v", time.Now().Format("15:04:05.000"), addr, err))
 		if hint := xds.ShedHint(err); hint != "" && slices.Contains(p.mu.addrs, hint) {
 			p.mu.shed++
 			p.mu.cur = slices.Index(p.mu.addrs, hint)
@@ -124,13 +126,21 @@ var errMoved = errors.New("moved by the test")
 // sessions registers here so moveTo can end them.
 var sessionCancels sync.Map // *testProxy -> context.CancelFunc
 
-func (p *testProxy) session(ctx context.Context, addr string) error {
+func (p *testProxy) session(ctx context.Context, addr string) (err error) {
 	sctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	moved := make(chan struct{})
 	var once sync.Once
 	sessionCancels.Store(p, func() { once.Do(func() { close(moved) }); cancel() })
 	defer sessionCancels.Delete(p)
+	defer func() {
+		// However the stream broke (a failed Send is io.EOF), a move ended it.
+		select {
+		case <-moved:
+			err = errMoved
+		default:
+		}
+	}()
 
 	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
@@ -177,11 +187,6 @@ func (p *testProxy) session(ctx context.Context, addr string) error {
 	for {
 		resp, err := s.Recv()
 		if err != nil {
-			select {
-			case <-moved:
-				return errMoved
-			default:
-			}
 			return err
 		}
 		typ := resp.GetTypeUrl()
@@ -372,6 +377,13 @@ func (p *testProxy) waitConfig(what string, within time.Duration, cond func(c pr
 			p.t.Fatalf("%s: %s not within %s (versions %v, server %s, last error %v)", p.nodeID, what, within, c.versions, c.server, err)
 		}
 	}
+}
+
+// history returns how the proxy's last streams ended.
+func (p *testProxy) history() []string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return slices.Clone(p.mu.events[max(0, len(p.mu.events)-6):])
 }
 
 // streamAddr is the replica the proxy has a stream open to ("" if none).

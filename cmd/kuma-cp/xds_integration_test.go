@@ -247,7 +247,7 @@ func TestIntegrationXDS(t *testing.T) {
 			p.move(i)
 			eventually(t, "web-2 online on "+rs[i].Name, 20*time.Second, func() (bool, string) {
 				m := connected(t, ctx, rs[0])
-				return m["web-2"] == rs[i].Name, fmt.Sprintf("%v, stream to %s", m, p.streamAddr())
+				return m["web-2"] == rs[i].Name, fmt.Sprintf("%v, stream to %s (replicas %v), streams ended: %v", m, p.streamAddr(), addrs, p.history())
 			})
 		}
 		eventually(t, "web-2 online on cp-2", 10*time.Second, func() (bool, string) {
