@@ -132,7 +132,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	r := &runner{cfg: cfg, dir: dir, b: b, log: log, rec: history.NewRecorder()}
+	r := &runner{cfg: cfg, dir: dir, b: b, log: log}
 	defer func() {
 		if cerr := b.Close(); cerr != nil {
 			log.Warn("cleanup", "err", cerr)
@@ -186,6 +186,8 @@ func (r *runner) run(ctx context.Context) (*Result, error) {
 		r.progressf("note: %s", n)
 	}
 
+	// Time 0 of the history: the cluster has formed, the load starts.
+	r.rec = history.NewRecorder()
 	rest := workload.NewREST(r.cfg.Workload)
 	env := workload.Env{Targets: r.targets, Recorder: r.rec, Seed: r.cfg.Seed, Logger: r.log}
 
@@ -287,6 +289,38 @@ func Check(h *history.History, states []check.ReplicaState, recovery check.Recov
 		check.Recovered(recovery),
 		check.ProxyTraffic(proxy, h.Faults),
 	}
+}
+
+// CheckDir runs the checkers again on a run directory written by Run.
+// Without states.json or recovery.json those checkers answer Unknown.
+func CheckDir(dir string, timeout time.Duration) ([]check.Verdict, error) {
+	h, err := history.Load(filepath.Join(dir, "history.jsonl"))
+	if err != nil {
+		return nil, err
+	}
+	var states []check.ReplicaState
+	var recovery check.Recovery
+	if err := readJSON(filepath.Join(dir, "states.json"), &states); err != nil {
+		return nil, err
+	}
+	if err := readJSON(filepath.Join(dir, "recovery.json"), &recovery); err != nil {
+		return nil, err
+	}
+	return Check(h, states, recovery, nil, dir, timeout), nil
+}
+
+func readJSON(path string, v any) error {
+	b, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if err := json.Unmarshal(b, v); err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	return nil
 }
 
 // chooseNemeses drops the kinds the backend cannot inject, and says why.

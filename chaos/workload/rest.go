@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -25,6 +26,10 @@ type RESTOptions struct {
 	// one, which keeps every key's history short enough for the
 	// linearizability search; 0 means 250.
 	OpsPerKey int
+	// MaxUnknownPerKey retires a key once this many of its writes have an
+	// unknown outcome: each may take effect at any later time, and the
+	// linearizability search grows exponentially with them; 0 means 8.
+	MaxUnknownPerKey int
 	// MaxOps bounds the operations of the whole run; 0 means 200000.
 	MaxOps int
 	// Think is each client's mean pause between operations; 0 means 30ms.
@@ -43,6 +48,9 @@ func (o *RESTOptions) defaults() {
 	}
 	if o.OpsPerKey <= 0 {
 		o.OpsPerKey = 250
+	}
+	if o.MaxUnknownPerKey <= 0 {
+		o.MaxUnknownPerKey = 8
 	}
 	if o.MaxOps <= 0 {
 		o.MaxOps = 200000
@@ -73,8 +81,9 @@ type REST struct {
 }
 
 type keySlot struct {
-	key  string
-	left int
+	key     string
+	left    int // operations before retirement
+	unknown int // writes with an unknown outcome
 }
 
 // NewREST returns the REST workload.
@@ -121,6 +130,24 @@ func (w *REST) takeKey(rng *rand.Rand) (string, bool) {
 		*s = w.newSlotLocked()
 	}
 	return k, true
+}
+
+// noteUnknown counts a write with an unknown outcome against its key and
+// retires the key when it has too many.
+func (w *REST) noteUnknown(key string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for i := range w.mu.slots {
+		s := &w.mu.slots[i]
+		if s.key != key {
+			continue
+		}
+		s.unknown++
+		if s.unknown >= w.opts.MaxUnknownPerKey {
+			*s = w.newSlotLocked()
+		}
+		return
+	}
 }
 
 // Run starts the clients and waits for them.
@@ -204,7 +231,9 @@ func (w *REST) runClient(ctx context.Context, env Env, id int) {
 		// An operation in flight finishes even when ctx ends: its outcome
 		// belongs in the history.
 		octx, cancel := context.WithTimeout(context.WithoutCancel(ctx), w.opts.Timeout)
-		w.do(octx, env.Recorder, c, t, op)
+		if got := w.do(octx, env.Recorder, c, t, op); got.IsWrite() && got.Outcome == history.Unknown {
+			w.noteUnknown(key)
+		}
 		cancel()
 		think := w.opts.Think/2 + time.Duration(c.rng.Int64N(int64(w.opts.Think)))
 		select {
@@ -301,9 +330,10 @@ func (w *REST) do(ctx context.Context, rec *history.Recorder, c *client, t Targe
 	return rec.Add(op)
 }
 
-// classify sets the outcome (and what was read) from an answer. Any 5xx
-// (and 499) of a write is unknown: a 503 after the leader lost leadership or
-// timed out may still be applied later.
+// classify sets the outcome (and what was read) from an answer. A 5xx (and
+// 499) of a write is unknown: a 503 after the leader lost leadership or timed
+// out may still be applied later. The exceptions are the 503s whose reason
+// shows the write never left the replica (see NotProposed).
 func classify(op *history.Op, resp *api.Response) {
 	s := resp.Status
 	switch op.Kind {
@@ -328,7 +358,7 @@ func classify(op *history.Op, resp *api.Response) {
 		case s == http.StatusOK || s == http.StatusCreated:
 			op.Outcome, op.Version, op.Created = history.OK, resp.ETag(), s == http.StatusCreated
 		case s >= 500 || s == 499:
-			op.Outcome, op.Error = history.Unknown, api.ErrorTitle(resp.Body)
+			op.Outcome, op.Error = writeFailure(resp)
 		default:
 			op.Outcome, op.Error = history.Fail, api.ErrorTitle(resp.Body)
 		}
@@ -337,11 +367,30 @@ func classify(op *history.Op, resp *api.Response) {
 		case s == http.StatusOK:
 			op.Outcome = history.OK
 		case s >= 500 || s == 499:
-			op.Outcome, op.Error = history.Unknown, api.ErrorTitle(resp.Body)
+			op.Outcome, op.Error = writeFailure(resp)
 		default:
 			op.Outcome, op.Error = history.Fail, api.ErrorTitle(resp.Body)
 		}
 	}
+}
+
+// NotProposed lists reasons of kuma-cp's 503 that mean the write was
+// certainly not proposed: no leader was elected in time (kuma-cp waits for
+// one before proposing, and retries a first attempt only when it certainly
+// was not proposed), or the replica could not even connect to the leader to
+// forward it. Every other 503 is an unknown outcome.
+var NotProposed = []string{"no leader elected within", "connect: connection refused"}
+
+func writeFailure(resp *api.Response) (history.Outcome, string) {
+	msg := api.ErrorTitle(resp.Body)
+	if resp.Status == http.StatusServiceUnavailable {
+		for _, reason := range NotProposed {
+			if strings.Contains(msg, reason) {
+				return history.Fail, msg
+			}
+		}
+	}
+	return history.Unknown, msg
 }
 
 // Final reads every key ever used, consistently, on every replica, retrying

@@ -22,6 +22,7 @@ import (
 
 	"github.com/kuma-ha/kuma-ha/chaos"
 	"github.com/kuma-ha/kuma-ha/chaos/backend"
+	"github.com/kuma-ha/kuma-ha/chaos/check"
 	"github.com/kuma-ha/kuma-ha/chaos/nemesis"
 	"github.com/kuma-ha/kuma-ha/chaos/workload"
 )
@@ -125,6 +126,27 @@ Nemeses (--nemesis, comma-separated; groups: all, process, partition, smoke):
 	fs.BoolVar(&f.keepData, "keep-data", false, "keep the replicas' data dirs (process backend) in the run directory")
 	fs.StringVar(&f.logLevel, "log-level", "info", "harness log level (the log is OUT/kuma-chaos.log): debug, info, warn, error")
 
+	var checkTimeout time.Duration
+	checkCmd := &cobra.Command{
+		Use:   "check RUN-DIR",
+		Short: "Run the checkers again on a recorded run (history.jsonl, states.json, recovery.json)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			verdicts, err := chaos.CheckDir(args[0], checkTimeout)
+			if err != nil {
+				return &exitError{code: 2, err: err}
+			}
+			for _, v := range verdicts {
+				fmt.Fprintln(stdout, v.String())
+			}
+			if !check.AllOK(verdicts) {
+				return &exitError{code: 1, err: errors.New("a checker failed")}
+			}
+			return nil
+		},
+	}
+	checkCmd.Flags().DurationVar(&checkTimeout, "check-timeout", 2*time.Minute, "bound of the linearizability search per key")
+	cmd.AddCommand(checkCmd)
 	cmd.AddCommand(&cobra.Command{
 		Use:   "cleanup",
 		Short: "Remove namespaces, bridges, containers and networks left by runs that were killed",
