@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -77,6 +78,7 @@ type REST struct {
 		nextKey int
 		used    []string // every key ever handed out
 		issued  int
+		suspect map[string]time.Time // replica -> avoid until (see pick)
 	}
 }
 
@@ -90,6 +92,7 @@ type keySlot struct {
 func NewREST(opts RESTOptions) *REST {
 	opts.defaults()
 	w := &REST{opts: opts}
+	w.mu.suspect = map[string]time.Time{}
 	for range opts.Keys {
 		w.mu.slots = append(w.mu.slots, w.newSlotLocked())
 	}
@@ -167,30 +170,58 @@ type client struct {
 	http     *api.Client
 	seq      int
 	versions map[string]uint64 // last version this client saw per key
-	// avoid holds, per replica, until when this client prefers the others:
-	// after a request to it got no answer, as a client with several
-	// addresses (kumactl) moves on. Without it every client ends up waiting
-	// on a paused replica and the healthy ones see no load.
-	avoid map[string]time.Time
 }
 
-// pick chooses a random target, preferring those not avoided.
-func (c *client) pick(targets []Target) Target {
+// AvoidFor is how long the clients prefer other replicas after one did not
+// answer, or was slow: SuspectAfter without an answer is enough to keep the
+// other clients away while the request still waits for its timeout.
+const (
+	AvoidFor     = 2 * time.Second
+	SuspectAfter = 500 * time.Millisecond
+)
+
+// pick chooses a target: mostly the client's home replica (client i
+// prefers replica i mod N, as Jepsen binds clients to nodes), otherwise a
+// random one, and never, while another answers, a replica that recently
+// did not answer. The clients share what they learn, as a client library
+// with several addresses would: a replica that did not answer (or was slow,
+// see SuspectAfter) is avoided for AvoidFor, then one request probes it
+// while the others keep away. Without this every client soon waits on a
+// paused replica and the healthy ones see no load, which would hide the
+// cluster's real availability.
+func (w *REST) pick(rng *rand.Rand, targets []Target, home int) Target {
+	w.mu.Lock()
+	defer w.mu.Unlock()
 	now := time.Now()
 	ok := make([]Target, 0, len(targets))
 	for _, t := range targets {
-		if now.After(c.avoid[t.Name]) {
+		if now.After(w.mu.suspect[t.Name]) {
 			ok = append(ok, t)
 		}
 	}
 	if len(ok) == 0 {
 		ok = targets
 	}
-	return ok[c.rng.IntN(len(ok))]
+	t := ok[rng.IntN(len(ok))]
+	if h := targets[home%len(targets)]; rng.IntN(100) < 80 && slices.ContainsFunc(ok, func(o Target) bool { return o.Name == h.Name }) {
+		t = h
+	}
+	if _, suspect := w.mu.suspect[t.Name]; suspect {
+		w.mu.suspect[t.Name] = now.Add(w.opts.Timeout) // the probe is in flight
+	}
+	return t
 }
 
-// AvoidFor is how long a client prefers other replicas after one did not answer.
-const AvoidFor = 2 * time.Second
+// answered records whether a replica answered a request.
+func (w *REST) answered(name string, ok bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if ok {
+		delete(w.mu.suspect, name)
+		return
+	}
+	w.mu.suspect[name] = time.Now().Add(AvoidFor)
+}
 
 func (w *REST) runClient(ctx context.Context, env Env, id int) {
 	c := &client{
@@ -198,7 +229,6 @@ func (w *REST) runClient(ctx context.Context, env Env, id int) {
 		rng:      rand.New(rand.NewPCG(env.Seed, uint64(id)+1)),
 		http:     api.NewClient(w.opts.Timeout),
 		versions: map[string]uint64{},
-		avoid:    map[string]time.Time{},
 	}
 	defer c.http.Close()
 	log := env.Logger
@@ -214,7 +244,7 @@ func (w *REST) runClient(ctx context.Context, env Env, id int) {
 		if len(targets) == 0 {
 			return
 		}
-		t := c.pick(targets)
+		t := w.pick(c.rng, targets, c.id)
 		op := w.randomOp(c, key)
 		if op.Kind == history.CAS {
 			// Read first, as a client updating a resource does, so that
@@ -301,9 +331,11 @@ func (w *REST) do(ctx context.Context, rec *history.Recorder, c *client, t Targe
 			header.Set("If-Match", `"`+strconv.FormatUint(op.IfVersion, 10)+`"`)
 		}
 	}
+	slow := time.AfterFunc(SuspectAfter, func() { w.answered(t.Name, false) })
 	op.Invoke = rec.Now()
 	resp, err := c.http.Do(ctx, method, url, body, header)
 	op.Complete = rec.Now()
+	slow.Stop()
 	if err != nil {
 		var se *api.SendError
 		op.Outcome = history.Unknown
@@ -311,11 +343,10 @@ func (w *REST) do(ctx context.Context, rec *history.Recorder, c *client, t Targe
 			op.Outcome = history.Fail
 		}
 		op.Error = err.Error()
-		if c.avoid != nil {
-			c.avoid[t.Name] = time.Now().Add(AvoidFor)
-		}
+		w.answered(t.Name, false)
 		return rec.Add(op)
 	}
+	w.answered(t.Name, true)
 	op.Status = resp.Status
 	op.Index = resp.Index()
 	classify(&op, resp)

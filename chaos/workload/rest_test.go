@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
@@ -175,3 +176,47 @@ func TestOutcomeOfUnreachableReplica(t *testing.T) {
 }
 
 func newTestClient() *api.Client { return api.NewClient(time.Second) }
+
+func TestPickAvoidsUnansweringReplica(t *testing.T) {
+	w := NewREST(RESTOptions{Timeout: time.Hour})
+	rng := newTestRand()
+	targets := []Target{{Name: "cp-1"}, {Name: "cp-2"}, {Name: "cp-3"}}
+	w.answered("cp-2", false)
+	for range 200 {
+		if w.pick(rng, targets, 1).Name == "cp-2" {
+			t.Fatal("picked a replica that just failed to answer")
+		}
+	}
+	// Once the avoidance ends, exactly one request probes it.
+	w.mu.Lock()
+	w.mu.suspect["cp-2"] = time.Now().Add(-time.Millisecond)
+	w.mu.Unlock()
+	probes := 0
+	for range 200 {
+		if w.pick(rng, targets, 1).Name == "cp-2" {
+			probes++
+		}
+	}
+	if probes != 1 {
+		t.Fatalf("%d probes of a suspect replica, want 1", probes)
+	}
+	w.answered("cp-2", true)
+	home := 0
+	for range 200 {
+		if w.pick(rng, targets, 1).Name == "cp-2" {
+			home++
+		}
+	}
+	if home < 120 || home > 190 {
+		t.Errorf("home replica picked %d times of 200, want about 80%% plus a third of the rest", home)
+	}
+	// When every replica is suspect, requests still go somewhere.
+	for _, tg := range targets {
+		w.answered(tg.Name, false)
+	}
+	if w.pick(rng, targets, 1).Name == "" {
+		t.Error("no target")
+	}
+}
+
+func newTestRand() *rand.Rand { return rand.New(rand.NewPCG(1, 2)) }
