@@ -60,7 +60,7 @@ type testProxy struct {
 		reconnects int
 		shed       int // streams the control plane closed with a hint
 		lastErr    error
-		stream     string // replica address of the current stream (requests sent), "" between streams
+		stream     string   // replica address of the current stream (requests sent), "" between streams
 		events     []string // how each stream ended, for failure messages
 	}
 	updated chan struct{}
