@@ -268,15 +268,61 @@ func (r *runner) run(ctx context.Context) (*Result, error) {
 	_ = writeJSON(filepath.Join(r.dir, "states.json"), states)
 	_ = writeJSON(filepath.Join(r.dir, "plan.json"), r.plan)
 
-	r.progressf("checking %d operations", len(h.Ops))
-	verdicts := Check(h, states, recovery, nil, r.dir, r.cfg.CheckTimeout)
-	_ = writeJSON(filepath.Join(r.dir, "verdicts.json"), verdicts)
-	passed := check.AllOK(verdicts)
-	summary := r.summary(h, verdicts, passed)
-	if err := r.writeReport(h, verdicts, passed, summary); err != nil {
+	info := r.info()
+	if err := writeJSON(filepath.Join(r.dir, "run.json"), info); err != nil {
 		return nil, err
 	}
-	return &Result{Dir: r.dir, Summary: summary, Verdicts: verdicts, Passed: passed}, nil
+	r.progressf("checking %d operations", len(h.Ops))
+	verdicts := Check(h, states, recovery, nil, r.dir, r.cfg.CheckTimeout)
+	return finish(r.dir, info, h, verdicts)
+}
+
+// RunInfo describes a run for its report; saved as run.json.
+type RunInfo struct {
+	Backend     string      `json:"backend"` // as the backend names itself (process/netns, docker)
+	Replicas    []string    `json:"replicas"`
+	Duration    string      `json:"duration"`
+	Seed        uint64      `json:"seed"`
+	Nemeses     string      `json:"nemeses"`
+	Clients     int         `json:"clients"`
+	ExtraArgs   string      `json:"kumaCpArgs"`
+	Recovery    string      `json:"recoveryBound"`
+	HealedAt    int64       `json:"healedAt"`
+	Unavailable [][2]string `json:"unavailable,omitempty"`
+	Notes       []string    `json:"notes,omitempty"`
+}
+
+func (r *runner) info() RunInfo {
+	clients := r.cfg.Workload.Clients
+	if clients == 0 {
+		clients = 8
+	}
+	return RunInfo{
+		Backend: r.b.Name(), Replicas: r.view.names(), Duration: r.cfg.Duration.String(), Seed: r.cfg.Seed,
+		Nemeses: joinKinds(r.kinds), Clients: clients, ExtraArgs: strings.Join(r.cfg.ExtraArgs, " "),
+		Recovery: r.cfg.RecoveryBound.String(), HealedAt: r.healedAt, Unavailable: r.unavailable, Notes: r.notes,
+	}
+}
+
+// finish writes verdicts.json, summary.md and report.html and returns the result.
+func finish(dir string, info RunInfo, h *history.History, verdicts []check.Verdict) (*Result, error) {
+	if err := writeJSON(filepath.Join(dir, "verdicts.json"), verdicts); err != nil {
+		return nil, err
+	}
+	passed := check.AllOK(verdicts)
+	summary := summaryLine(info, h, verdicts, passed)
+	f, err := os.Create(filepath.Join(dir, "summary.md"))
+	if err != nil {
+		return nil, fmt.Errorf("summary: %w", err)
+	}
+	_ = report.Markdown(f, summary, verdicts, h, info.Unavailable, info.Notes)
+	if err := f.Close(); err != nil {
+		return nil, fmt.Errorf("summary: %w", err)
+	}
+	if err := writeReport(dir, info, h, verdicts, passed, summary); err != nil {
+		return nil, err
+	}
+	return &Result{Dir: dir, Summary: summary, Verdicts: verdicts, Passed: passed}, nil
 }
 
 // Check runs every checker on a recorded run.
@@ -291,22 +337,26 @@ func Check(h *history.History, states []check.ReplicaState, recovery check.Recov
 	}
 }
 
-// CheckDir runs the checkers again on a run directory written by Run.
-// Without states.json or recovery.json those checkers answer Unknown.
-func CheckDir(dir string, timeout time.Duration) ([]check.Verdict, error) {
+// Recheck runs the checkers again on a run directory written by Run and
+// rewrites its verdicts, summary and report. Without states.json or
+// recovery.json those checkers answer Unknown.
+func Recheck(dir string, timeout time.Duration) (*Result, error) {
 	h, err := history.Load(filepath.Join(dir, "history.jsonl"))
 	if err != nil {
 		return nil, err
 	}
 	var states []check.ReplicaState
 	var recovery check.Recovery
-	if err := readJSON(filepath.Join(dir, "states.json"), &states); err != nil {
-		return nil, err
+	var info RunInfo
+	for name, v := range map[string]any{"states.json": &states, "recovery.json": &recovery, "run.json": &info} {
+		if err := readJSON(filepath.Join(dir, name), v); err != nil {
+			return nil, err
+		}
 	}
-	if err := readJSON(filepath.Join(dir, "recovery.json"), &recovery); err != nil {
-		return nil, err
+	if len(info.Replicas) == 0 {
+		info.Replicas = recovery.Replicas
 	}
-	return Check(h, states, recovery, nil, dir, timeout), nil
+	return finish(dir, info, h, Check(h, states, recovery, nil, dir, timeout))
 }
 
 func readJSON(path string, v any) error {
@@ -418,7 +468,7 @@ func isTerminal(w io.Writer) bool {
 	return err == nil && fi.Mode()&os.ModeCharDevice != 0
 }
 
-func (r *runner) summary(h *history.History, verdicts []check.Verdict, passed bool) string {
+func summaryLine(info RunInfo, h *history.History, verdicts []check.Verdict, passed bool) string {
 	st := report.Summarize(h)
 	var failed []string
 	for _, v := range verdicts {
@@ -432,7 +482,7 @@ func (r *runner) summary(h *history.History, verdicts []check.Verdict, passed bo
 	}
 	return fmt.Sprintf("%s: %d operations (%d ok, %d failed, %d unknown) on %d keys, %d faults (%s) over %s on %d replicas (%s), seed %d",
 		status, st.Total, st.ByOutcome[history.OK], st.ByOutcome[history.Fail], st.ByOutcome[history.Unknown], st.Keys,
-		len(h.Faults), faultCounts(h), r.cfg.Duration, r.cfg.Replicas, r.b.Name(), r.cfg.Seed)
+		len(h.Faults), faultCounts(h), info.Duration, len(info.Replicas), info.Backend, info.Seed)
 }
 
 func faultCounts(h *history.History) string {
@@ -452,30 +502,30 @@ func faultCounts(h *history.History) string {
 	return strings.Join(parts, ", ")
 }
 
-func (r *runner) writeReport(h *history.History, verdicts []check.Verdict, passed bool, summary string) error {
+func writeReport(dir string, info RunInfo, h *history.History, verdicts []check.Verdict, passed bool, summary string) error {
 	d := &report.Data{
-		Title:       fmt.Sprintf("kuma-chaos: %s backend, %d replicas, seed %d", r.cfg.Backend, r.cfg.Replicas, r.cfg.Seed),
+		Title:       fmt.Sprintf("kuma-chaos: %s, %d replicas, seed %d", info.Backend, len(info.Replicas), info.Seed),
 		Summary:     summary,
 		Passed:      passed,
-		Replicas:    r.view.names(),
+		Replicas:    info.Replicas,
 		Verdicts:    verdicts,
 		History:     h,
-		Unavailable: r.unavailable,
-		HealedAt:    r.healedAt,
-		Notes:       r.notes,
+		Unavailable: info.Unavailable,
+		HealedAt:    info.HealedAt,
+		Notes:       info.Notes,
 		Config: [][2]string{
-			{"backend", r.b.Name()},
-			{"replicas", fmt.Sprint(r.cfg.Replicas)},
-			{"duration", r.cfg.Duration.String()},
-			{"seed", fmt.Sprint(r.cfg.Seed)},
-			{"nemeses", joinKinds(r.kinds)},
-			{"clients", fmt.Sprint(r.cfg.Workload.Clients)},
-			{"kuma-cp extra args", strings.Join(r.cfg.ExtraArgs, " ")},
-			{"recovery bound", r.cfg.RecoveryBound.String()},
+			{"backend", info.Backend},
+			{"replicas", strings.Join(info.Replicas, ", ")},
+			{"duration", info.Duration},
+			{"seed", fmt.Sprint(info.Seed)},
+			{"nemeses", info.Nemeses},
+			{"clients", fmt.Sprint(info.Clients)},
+			{"kuma-cp extra args", info.ExtraArgs},
+			{"recovery bound", info.Recovery},
 			{"started", h.Start.Format(time.RFC3339)},
 		},
 	}
-	f, err := os.Create(filepath.Join(r.dir, "report.html"))
+	f, err := os.Create(filepath.Join(dir, "report.html"))
 	if err != nil {
 		return fmt.Errorf("report: %w", err)
 	}

@@ -10,7 +10,7 @@ import (
 	"github.com/kuma-ha/kuma-ha/chaos/history"
 )
 
-func TestCheckDir(t *testing.T) {
+func TestRecheck(t *testing.T) {
 	dir := t.TempDir()
 	h := &history.History{Start: time.Now(), Ops: []history.Op{
 		{ID: 1, Kind: history.Write, Key: "k", Value: "a", Version: 5, Status: 201, Invoke: 1, Complete: 2, Outcome: history.OK, Replica: "cp-1"},
@@ -20,10 +20,11 @@ func TestCheckDir(t *testing.T) {
 	if err := h.Save(filepath.Join(dir, "history.jsonl")); err != nil {
 		t.Fatal(err)
 	}
-	vs, err := CheckDir(dir, time.Second)
+	res, err := Recheck(dir, time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
+	vs := res.Verdicts
 	byName := map[string]check.Verdict{}
 	for _, v := range vs {
 		byName[v.Checker] = v
@@ -40,17 +41,24 @@ func TestCheckDir(t *testing.T) {
 	if err := h.Save(filepath.Join(dir, "history.jsonl")); err != nil {
 		t.Fatal(err)
 	}
-	vs, err = CheckDir(dir, time.Second)
+	res, err = Recheck(dir, time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, v := range vs {
+	if res.Passed {
+		t.Error("a run with a lost write passed")
+	}
+	for _, v := range res.Verdicts {
 		if (v.Checker == "linearizable" || v.Checker == "no-lost-writes") && v.Result != check.Fail {
 			t.Errorf("lost write: %s", v)
 		}
 	}
-	if _, err := CheckDir(filepath.Join(dir, "missing"), time.Second); err == nil {
+	for _, f := range []string{"verdicts.json", "summary.md", "report.html"} {
+		if _, err := os.Stat(filepath.Join(dir, f)); err != nil {
+			t.Errorf("not written: %v", err)
+		}
+	}
+	if _, err := Recheck(filepath.Join(dir, "missing"), time.Second); err == nil {
 		t.Error("no history: no error")
 	}
-	_ = os.Remove(filepath.Join(dir, "history.jsonl"))
 }

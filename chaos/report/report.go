@@ -92,16 +92,19 @@ func Render(w io.Writer, d *Data) error {
 		Timeline template.HTML
 		Kinds    []kindRow
 		Faults   []faultRow
+		Nemeses  []NemesisRow
 		Counts   string
-	}{Data: d, Stats: st, Timeline: template.HTML(timeline(d))}
+	}{Data: d, Stats: st, Timeline: template.HTML(timeline(d)), Nemeses: ByNemesis(d.History)}
 	for _, k := range []history.Kind{history.Read, history.Write, history.CAS, history.Delete} {
 		m := st.ByKind[k]
 		view.Kinds = append(view.Kinds, kindRow{Kind: string(k), OK: m[history.OK], Fail: m[history.Fail], Unknown: m[history.Unknown]})
 	}
-	for _, f := range d.History.Faults {
+	impact := Impact(d.History)
+	for i, f := range d.History.Faults {
 		view.Faults = append(view.Faults, faultRow{
 			Nemesis: f.Nemesis, Targets: strings.Join(f.Targets, ", "), Detail: f.Detail,
 			Start: secs(f.Start), End: secs(f.End), Length: secs(f.End - f.Start), Error: f.Error,
+			Decided: fmt.Sprintf("%d of %d", impact[i].Decided, impact[i].Writes), Gap: impact[i].LongestGap.Round(10 * time.Millisecond).String(),
 		})
 	}
 	var counts []string
@@ -119,7 +122,7 @@ type kindRow struct {
 }
 
 type faultRow struct {
-	Nemesis, Targets, Detail, Start, End, Length, Error string
+	Nemesis, Targets, Detail, Start, End, Length, Error, Decided, Gap string
 }
 
 func secs(ns int64) string { return fmt.Sprintf("%.1fs", float64(ns)/1e9) }
@@ -323,14 +326,18 @@ code{font-size:12px}
 {{range .Kinds}}<tr><td>{{.Kind}}</td><td>{{.OK}}</td><td>{{.Fail}}</td><td>{{.Unknown}}</td></tr>{{end}}
 </table>
 <h2>Faults</h2>
-<p>{{.Counts}}</p>
+<p>{{.Counts}}. Decided writes: applied or rejected by the state machine (412, 404), that is committed and answered; the others got no leader or no answer. Longest gap: the longest stretch of a window without a decided write (how long writes were unavailable).</p>
+<table><tr><th>nemesis</th><th>windows</th><th>mean length</th><th>writes decided</th><th>longest gap, mean</th><th>longest gap, max</th><th>errors</th></tr>
+{{range .Nemeses}}<tr><td>{{.Nemesis}}</td><td>{{.Count}}</td><td>{{.MeanLength}}</td><td>{{.Decided}} of {{.Writes}}</td><td>{{.MeanGap}}</td><td>{{.MaxGap}}</td><td>{{.Errors}}</td></tr>
+{{end}}</table>
+<p></p>
 {{if .Unavailable}}<p>Not injected in this run:</p><ul>{{range .Unavailable}}<li><b>{{index . 0}}</b>: {{index . 1}}</li>{{end}}</ul>{{end}}
-<table><tr><th>#</th><th>nemesis</th><th>targets</th><th>detail</th><th>start</th><th>end</th><th>length</th><th>error</th></tr>
-{{range $i, $f := .Faults}}<tr><td>{{$i}}</td><td>{{$f.Nemesis}}</td><td>{{$f.Targets}}</td><td>{{$f.Detail}}</td><td>{{$f.Start}}</td><td>{{$f.End}}</td><td>{{$f.Length}}</td><td>{{$f.Error}}</td></tr>
+<table><tr><th>#</th><th>nemesis</th><th>targets</th><th>detail</th><th>start</th><th>end</th><th>length</th><th>writes decided</th><th>longest gap</th><th>error</th></tr>
+{{range $i, $f := .Faults}}<tr><td>{{$i}}</td><td>{{$f.Nemesis}}</td><td>{{$f.Targets}}</td><td>{{$f.Detail}}</td><td>{{$f.Start}}</td><td>{{$f.End}}</td><td>{{$f.Length}}</td><td>{{$f.Decided}}</td><td>{{$f.Gap}}</td><td>{{$f.Error}}</td></tr>
 {{end}}</table>
 <h2>Run</h2>
 <table>{{range .Config}}<tr><th>{{index . 0}}</th><td>{{index . 1}}</td></tr>{{end}}</table>
 {{if .Notes}}<ul>{{range .Notes}}<li>{{.}}</li>{{end}}</ul>{{end}}
-<p>Files in this directory: <code>history.jsonl</code> (every operation and fault), <code>verdicts.json</code>, <code>recovery.json</code>, <code>states.json</code>, <code>logs/</code> (each replica's log).</p>
+<p>Files in this directory: <code>history.jsonl</code> (every operation and fault), <code>verdicts.json</code>, <code>summary.md</code>, <code>recovery.json</code> (polls after healing), <code>states.json</code> (each replica's state digest), <code>plan.json</code> (the seeded schedule), <code>run.json</code>, <code>kuma-chaos.log</code>, <code>logs/</code> (each replica's log). <code>kuma-chaos check DIR</code> runs the checkers again.</p>
 </body></html>
 `))

@@ -22,7 +22,6 @@ import (
 
 	"github.com/kuma-ha/kuma-ha/chaos"
 	"github.com/kuma-ha/kuma-ha/chaos/backend"
-	"github.com/kuma-ha/kuma-ha/chaos/check"
 	"github.com/kuma-ha/kuma-ha/chaos/nemesis"
 	"github.com/kuma-ha/kuma-ha/chaos/workload"
 )
@@ -129,17 +128,18 @@ Nemeses (--nemesis, comma-separated; groups: all, process, partition, smoke):
 	var checkTimeout time.Duration
 	checkCmd := &cobra.Command{
 		Use:   "check RUN-DIR",
-		Short: "Run the checkers again on a recorded run (history.jsonl, states.json, recovery.json)",
+		Short: "Run the checkers again on a recorded run and rewrite its verdicts, summary.md and report.html",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			verdicts, err := chaos.CheckDir(args[0], checkTimeout)
+			res, err := chaos.Recheck(args[0], checkTimeout)
 			if err != nil {
 				return &exitError{code: 2, err: err}
 			}
-			for _, v := range verdicts {
+			for _, v := range res.Verdicts {
 				fmt.Fprintln(stdout, v.String())
 			}
-			if !check.AllOK(verdicts) {
+			fmt.Fprintln(stdout, res.Summary)
+			if !res.Passed {
 				return &exitError{code: 1, err: errors.New("a checker failed")}
 			}
 			return nil
