@@ -217,8 +217,13 @@ func timeline(d *Data) string {
 		lx += 20 + 7*float64(len(n))
 	}
 	if d.HealedAt > 0 {
-		fmt.Fprintf(&b, `<line x1="%.1f" x2="%.1f" y1="%.0f" y2="%.0f" stroke="#000" stroke-dasharray="4,3"/><text x="%.1f" y="%.0f">healed</text>`,
-			x(d.HealedAt), x(d.HealedAt), top, latTop+latH, x(d.HealedAt)+3, barsTop-4)
+		hx := x(d.HealedAt)
+		anchor, tx := "start", hx+3
+		if hx > width-right-60 {
+			anchor, tx = "end", hx-3
+		}
+		fmt.Fprintf(&b, `<line x1="%.1f" x2="%.1f" y1="%.0f" y2="%.0f" stroke="#000" stroke-dasharray="4,3"/><text x="%.1f" y="%.0f" text-anchor="%s">healed</text>`,
+			hx, hx, top, latTop+latH, tx, barsTop-4, anchor)
 	}
 
 	// Throughput per second, stacked by outcome.
@@ -226,6 +231,9 @@ func timeline(d *Data) string {
 	counts := make([]map[history.Outcome]int, buckets)
 	maxCount := 1
 	for _, op := range h.Ops {
+		if op.Final {
+			continue // the burst of final reads would flatten the rest
+		}
 		i := int(op.Invoke / 1e9)
 		if counts[i] == nil {
 			counts[i] = map[history.Outcome]int{}
@@ -266,8 +274,8 @@ func timeline(d *Data) string {
 		step = len(h.Ops)/20000 + 1
 	}
 	for i, op := range h.Ops {
-		// Failures and unknowns are always drawn; successes are sampled.
-		if op.Outcome == history.OK && i%step != 0 {
+		// Unknown outcomes are always drawn; the rest is sampled evenly.
+		if op.Outcome != history.Unknown && i%step != 0 {
 			continue
 		}
 		fmt.Fprintf(&b, `<circle cx="%.1f" cy="%.1f" r="1.6" fill="%s" fill-opacity="0.6"/>`, x(op.Invoke), ly2(float64(op.Latency())/1e9), outcomeColor[op.Outcome])
