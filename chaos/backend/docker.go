@@ -18,6 +18,10 @@ import (
 // dockerLabel marks everything the Docker backend creates.
 const dockerLabel = "kuma-chaos=1"
 
+// imageRepo is the repository of the images built FROM scratch; the tag is
+// a hash of the kuma-cp binary.
+const imageRepo = "kuma-chaos/kuma-cp"
+
 // Docker runs each replica in a container of an image built FROM scratch
 // from the static kuma-cp binary, on a private bridge network with a fixed
 // address per replica. Partitions and netem run iptables and tc from the
@@ -197,7 +201,7 @@ func (d *Docker) buildImage(ctx context.Context) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("docker backend: hash %s: %w", bin, err)
 	}
-	image := "kuma-chaos/kuma-cp:" + hex.EncodeToString(h.Sum(nil))[:12]
+	image := imageRepo + ":" + hex.EncodeToString(h.Sum(nil))[:12]
 	if _, err := run(ctx, "", "docker", "image", "inspect", image); err == nil {
 		return image, nil
 	}
@@ -220,6 +224,15 @@ func (d *Docker) buildImage(ctx context.Context) (string, error) {
 		return "", fmt.Errorf("docker backend: build image: %w", err)
 	}
 	d.opts.Logger.Info("built image", "image", image)
+	// Images of older binaries are of no use: remove them (one in use by
+	// another run stays; docker refuses).
+	if out, err := run(ctx, "", "docker", "images", imageRepo, "--format", "{{.Repository}}:{{.Tag}}"); err == nil {
+		for _, old := range strings.Fields(out) {
+			if old != image {
+				_, _ = run(ctx, "", "docker", "rmi", old)
+			}
+		}
+	}
 	return image, nil
 }
 
