@@ -5,14 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"strconv"
 	"unicode/utf8"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
-	tcpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
-	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/kuma-ha/kuma-ha/fsm/resource"
 )
@@ -57,15 +54,15 @@ func Generate(in Input) (*Proxy, error) {
 		dp:       dp,
 		routes:   routeCandidates(in.Routes, dp),
 		timeouts: newTimeoutRules(in.Timeouts, in.Proxy, dp),
-		clusters: make(map[string]*clusterv3.Cluster),
-		local:    make(map[string]bool),
+		clusters: make(map[string]*clusterv3.Cluster, len(dp.Networking.Inbound)+len(dp.Networking.Outbound)),
+		local:    make(map[string]bool, len(dp.Networking.Inbound)),
+		names:    make(map[string]struct{}, len(dp.Networking.Inbound)+len(dp.Networking.Outbound)),
 	}
-	if err := g.inbounds(); err != nil {
-		return nil, fmt.Errorf("generate %s: %w", in.Proxy.Key(), err)
-	}
-	if err := g.outbounds(); err != nil {
-		return nil, fmt.Errorf("generate %s: %w", in.Proxy.Key(), err)
-	}
+	g.listeners = make([]*listenerv3.Listener, 0, len(dp.Networking.Inbound)+len(dp.Networking.Outbound))
+	g.refs = make([]EndpointRef, 0, len(dp.Networking.Outbound))
+	g.builder.buf = make([]byte, 0, 64*(len(dp.Networking.Inbound)+len(dp.Networking.Outbound)))
+	g.inbounds()
+	g.outbounds()
 	return g.result(), nil
 }
 
@@ -130,12 +127,15 @@ type gen struct {
 	timeouts *timeoutRules
 
 	listeners []*listenerv3.Listener
+	names     map[string]struct{} // of the listeners
 	clusters  map[string]*clusterv3.Cluster
 	local     map[string]bool // names of the local (STATIC) clusters
 	refs      []EndpointRef
 	warnings  []string
 
 	routeCache map[string]*resource.TrafficRouteSpec
+	builder    listenerBuilder
+	dests      []destination // of the outbound in hand
 }
 
 func (g *gen) warnf(format string, args ...any) {
@@ -143,7 +143,13 @@ func (g *gen) warnf(format string, args ...any) {
 }
 
 func (g *gen) hasListener(name string) bool {
-	return slices.ContainsFunc(g.listeners, func(l *listenerv3.Listener) bool { return l.Name == name })
+	_, ok := g.names[name]
+	return ok
+}
+
+func (g *gen) addListener(l *listenerv3.Listener) {
+	g.listeners = append(g.listeners, l)
+	g.names[l.Name] = struct{}{}
 }
 
 // inboundPlan is an inbound that will get a listener.
@@ -154,7 +160,7 @@ type inboundPlan struct {
 	svcPort  uint32
 }
 
-func (g *gen) inbounds() error {
+func (g *gen) inbounds() {
 	ins := g.dp.Networking.Inbound
 	plans := make([]inboundPlan, 0, len(ins))
 	for i := range ins {
@@ -162,18 +168,17 @@ func (g *gen) inbounds() error {
 		if in.State == resource.InboundIgnored {
 			continue // Kuma creates nothing for an ignored inbound
 		}
-		path := "networking.inbound[" + strconv.Itoa(i) + "]"
 		p := inboundPlan{index: i, addr: cmp.Or(in.Address, g.dp.Networking.Address), svcPort: in.EffectiveServicePort()}
 		p.workload = cmp.Or(in.ServiceAddress, defaultWorkloadAddress)
 		switch {
 		case !isIP(p.addr):
-			g.warnf("%s: address %q is not an IP address; no listener", path, p.addr)
+			g.warnf("networking.inbound[%d]: address %q is not an IP address; no listener", i, p.addr)
 		case !validPort(in.Port):
-			g.warnf("%s: port %d is out of range; no listener", path, in.Port)
+			g.warnf("networking.inbound[%d]: port %d is out of range; no listener", i, in.Port)
 		case !validPort(p.svcPort):
-			g.warnf("%s: servicePort %d is out of range; no listener", path, p.svcPort)
+			g.warnf("networking.inbound[%d]: servicePort %d is out of range; no listener", i, p.svcPort)
 		case !isIP(p.workload):
-			g.warnf("%s: serviceAddress %q is not an IP address; no listener", path, p.workload)
+			g.warnf("networking.inbound[%d]: serviceAddress %q is not an IP address; no listener", i, p.workload)
 		default:
 			plans = append(plans, p)
 		}
@@ -191,20 +196,14 @@ func (g *gen) inbounds() error {
 		}
 		t := g.timeouts.from(p.index)
 		if c, ok := g.clusters[local]; ok {
-			c.ConnectTimeout = durationpb.New(t.connect) // the last inbound decides, as in Kuma
+			setDuration(c.ConnectTimeout, t.connect) // the last inbound decides, as in Kuma
 		} else {
 			g.clusters[local] = staticCluster(local, p.workload, p.svcPort, t.connect)
 			g.local[local] = true
 		}
-		tcp := tcpProxy(local, t.idle)
-		tcp.ClusterSpecifier = &tcpv3.TcpProxy_Cluster{Cluster: local}
-		l, err := listener(name, p.addr, in.Port, core.TrafficDirection_INBOUND, tcp)
-		if err != nil {
-			return err
-		}
-		g.listeners = append(g.listeners, l)
+		tcp := tcpProxy{statPrefix: sanitizeMetric(local), idle: t.idle, dests: []destination{{ref: EndpointRef{Cluster: local}}}}
+		g.addListener(g.builder.listener(name, p.addr, in.Port, core.TrafficDirection_INBOUND, &tcp))
 	}
-	return nil
 }
 
 // sharedPortDiffers reports whether another planned inbound has the same
@@ -218,32 +217,31 @@ func sharedPortDiffers(plans []inboundPlan, p inboundPlan) bool {
 	return false
 }
 
-func (g *gen) outbounds() error {
+func (g *gen) outbounds() {
 	for i := range g.dp.Networking.Outbound {
 		o := &g.dp.Networking.Outbound[i]
-		path := "networking.outbound[" + strconv.Itoa(i) + "]"
 		svc := o.ServiceName()
 		addr := cmp.Or(o.Address, resource.DefaultOutboundAddress)
 		switch {
 		case svc == "" && o.BackendRef != nil:
-			g.warnf("%s: backendRef outbounds are not generated", path)
+			g.warnf("networking.outbound[%d]: backendRef outbounds are not generated", i)
 			continue
 		case svc == "":
-			g.warnf("%s: no %s tag; no listener", path, resource.ServiceTag)
+			g.warnf("networking.outbound[%d]: no %s tag; no listener", i, resource.ServiceTag)
 			continue
 		case !utf8.ValidString(svc) || !validTags(o.Tags):
-			g.warnf("%s: tags are not valid UTF-8; no listener", path)
+			g.warnf("networking.outbound[%d]: tags are not valid UTF-8; no listener", i)
 			continue
 		case !isIP(addr):
-			g.warnf("%s: address %q is not an IP address; no listener", path, addr)
+			g.warnf("networking.outbound[%d]: address %q is not an IP address; no listener", i, addr)
 			continue
 		case !validPort(o.Port):
-			g.warnf("%s: port %d is out of range; no listener", path, o.Port)
+			g.warnf("networking.outbound[%d]: port %d is out of range; no listener", i, o.Port)
 			continue
 		}
 		name := OutboundListenerName(addr, o.Port)
 		if g.hasListener(name) {
-			g.warnf("%s: listener %s is already defined by an earlier outbound; skipped", path, name)
+			g.warnf("networking.outbound[%d]: listener %s is already defined by an earlier outbound; skipped", i, name)
 			continue
 		}
 		outTags := o.Tags
@@ -251,29 +249,25 @@ func (g *gen) outbounds() error {
 			outTags = map[string]string{resource.ServiceTag: svc}
 		}
 		route := g.route(svc)
-		var dests []destination
+		dests := g.dests[:0]
 		var lb *resource.LoadBalancer
 		if route == nil {
-			dests = []destination{{ref: EndpointRef{Cluster: svc, Service: svc}, weight: 1}}
+			dests = append(dests, destination{ref: EndpointRef{Cluster: svc, Service: svc}, weight: 1})
 		} else {
-			dests = splitDestinations(route, outTags)
+			dests = splitDestinations(dests, route, outTags)
 			lb = route.Conf.LoadBalancer
 		}
+		g.dests = dests
 		if j := slices.IndexFunc(dests, func(d destination) bool { return g.local[d.ref.Cluster] }); j >= 0 {
-			g.warnf("%s: destination cluster %q has the name of a local cluster; no listener", path, dests[j].ref.Cluster)
+			g.warnf("networking.outbound[%d]: destination cluster %q has the name of a local cluster; no listener", i, dests[j].ref.Cluster)
 			continue
 		}
 		for _, d := range dests {
 			g.destinationCluster(d.ref, lb)
 		}
-		tcp := routeTo(tcpProxy(svc, g.timeouts.to(svc).idle), dests)
-		l, err := listener(name, addr, o.Port, core.TrafficDirection_OUTBOUND, tcp)
-		if err != nil {
-			return err
-		}
-		g.listeners = append(g.listeners, l)
+		tcp := tcpProxy{statPrefix: sanitizeMetric(svc), idle: g.timeouts.to(svc).idle, dests: dests}
+		g.addListener(g.builder.listener(name, addr, o.Port, core.TrafficDirection_OUTBOUND, &tcp))
 	}
-	return nil
 }
 
 // route returns the TrafficRoute for traffic to service, nil for none.

@@ -147,6 +147,10 @@ func checkProxy(t testing.TB, p *Proxy, dataplanes []*resource.Resource) {
 		if err := tcp.ValidateAll(); err != nil {
 			t.Errorf("listener %s: tcp_proxy ValidateAll: %v", l.Name, err)
 		}
+		// The hand-made encoding is what protobuf itself makes of the message.
+		if b, err := (proto.MarshalOptions{Deterministic: true}).Marshal(tcp); err != nil || !bytes.Equal(b, l.FilterChains[0].Filters[0].GetTypedConfig().Value) {
+			t.Errorf("listener %s: tcp_proxy bytes differ from proto.Marshal of %v (%v)", l.Name, tcp, err)
+		}
 		names := []string{tcp.GetCluster()}
 		if wc := tcp.GetWeightedClusters(); wc != nil {
 			names = names[:0]

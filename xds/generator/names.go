@@ -4,7 +4,6 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
-	"net"
 	"net/netip"
 	"slices"
 	"strconv"
@@ -25,29 +24,45 @@ const (
 // has no serviceAddress (Kuma universal's default).
 const defaultWorkloadAddress = "127.0.0.1"
 
-func portString(p uint32) string { return strconv.FormatUint(uint64(p), 10) }
-
-// hostPort joins an address and a port, IPv6 in brackets ("[::1]:80").
-func hostPort(addr string, port uint32) string { return net.JoinHostPort(addr, portString(port)) }
-
-// InboundListenerName is Kuma's name of the listener of an inbound.
-func InboundListenerName(addr string, port uint32) string {
-	return inboundPrefix + hostPort(addr, port)
+// joinName is prefix + net.JoinHostPort(addr, port) in one allocation: the
+// address, in brackets if it has a colon (IPv6), a colon, the port.
+func joinName(prefix, addr string, port uint32) string {
+	var b strings.Builder
+	b.Grow(len(prefix) + len(addr) + 8)
+	b.WriteString(prefix)
+	if strings.IndexByte(addr, ':') >= 0 {
+		b.WriteByte('[')
+		b.WriteString(addr)
+		b.WriteByte(']')
+	} else {
+		b.WriteString(addr)
+	}
+	b.WriteByte(':')
+	var num [10]byte
+	b.Write(strconv.AppendUint(num[:0], uint64(port), 10))
+	return b.String()
 }
+
+// InboundListenerName is Kuma's name of the listener of an inbound:
+// "inbound:10.0.0.1:8080", "inbound:[fd00::1]:8080".
+func InboundListenerName(addr string, port uint32) string { return joinName(inboundPrefix, addr, port) }
 
 // OutboundListenerName is Kuma's name of the listener of an outbound.
 func OutboundListenerName(addr string, port uint32) string {
-	return outboundPrefix + hostPort(addr, port)
+	return joinName(outboundPrefix, addr, port)
 }
 
 // LocalClusterName is Kuma's name of the cluster that reaches the application
-// behind an inbound.
-func LocalClusterName(servicePort uint32) string { return localPrefix + portString(servicePort) }
+// behind an inbound: "localhost:8080".
+func LocalClusterName(servicePort uint32) string {
+	return localPrefix + strconv.FormatUint(uint64(servicePort), 10)
+}
 
 // qualifiedLocalClusterName names a local cluster whose servicePort is shared
-// with another inbound that reaches a different serviceAddress.
+// with another inbound that reaches a different serviceAddress:
+// "localhost:10.0.0.9:8080".
 func qualifiedLocalClusterName(addr string, servicePort uint32) string {
-	return localPrefix + hostPort(addr, servicePort)
+	return joinName(localPrefix, addr, servicePort)
 }
 
 // SubsetClusterName names the cluster of the endpoints of service that also

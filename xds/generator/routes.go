@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"math"
 	"slices"
+	"unicode/utf8"
 
 	"github.com/kuma-ha/kuma-ha/fsm/resource"
 )
@@ -18,6 +19,16 @@ func selectorMatches(sel, tags map[string]string) bool {
 	for k, v := range sel {
 		tv, ok := tags[k]
 		if !ok || (v != tv && v != matchAll) {
+			return false
+		}
+	}
+	return true
+}
+
+// matchesService is selectorMatches(sel, {kuma.io/service: service}).
+func matchesService(sel map[string]string, service string) bool {
+	for k, v := range sel {
+		if k != resource.ServiceTag || (v != service && v != matchAll) {
 			return false
 		}
 	}
@@ -107,13 +118,12 @@ func dataplaneMatches(dp *resource.DataplaneSpec, sel map[string]string) bool {
 // SelectConnectionPolicies): the highest source+destination rank wins; on a
 // tie the route created later, then the first by name. nil when none matches.
 func selectRoute(cands []routeCandidate, service string) *resource.TrafficRouteSpec {
-	outTags := map[string]string{resource.ServiceTag: service}
 	var best *routeCandidate
 	var bestRank rank
 	for i := range cands {
 		c := &cands[i]
 		for _, dst := range c.spec.Destinations {
-			if !selectorMatches(dst.Match, outTags) {
+			if !matchesService(dst.Match, service) {
 				continue
 			}
 			rk := selectorRank(dst.Match).plus(c.source)
@@ -135,35 +145,65 @@ type destination struct {
 	weight uint32
 }
 
-// splitDestinations turns the route's split (or destination) into weighted
-// destinations for an outbound with tags outTags. Zero weights are dropped
+// splitDestinations appends to out the route's split (or destination) as
+// weighted destinations for an outbound with tags outTags. Zero weights are dropped
 // (Envoy has none); entries naming the same cluster are summed; an entry
 // without a service or with tags that are not UTF-8 is dropped.
-func splitDestinations(route *resource.TrafficRouteSpec, outTags map[string]string) []destination {
-	split := route.Conf.Split
-	if len(split) == 0 {
-		one := uint32(1)
-		split = []resource.TrafficRouteSplit{{Weight: &one, Destination: route.Conf.Destination}}
+func splitDestinations(out []destination, route *resource.TrafficRouteSpec, outTags map[string]string) []destination {
+	if len(route.Conf.Split) == 0 {
+		return addDestination(out, 1, route.Conf.Destination, outTags)
 	}
-	out := make([]destination, 0, len(split))
-	for _, s := range split {
-		if s.Weight == nil || *s.Weight == 0 {
-			continue
+	for _, s := range route.Conf.Split {
+		if s.Weight != nil {
+			out = addDestination(out, *s.Weight, s.Destination, outTags)
 		}
-		tags := resolveWildcards(s.Destination, outTags)
-		svc := tags[resource.ServiceTag]
-		if svc == "" || !validTags(tags) {
-			continue
-		}
-		ref := endpointRef(svc, tags)
-		if i := slices.IndexFunc(out, func(d destination) bool { return d.ref.Cluster == ref.Cluster }); i >= 0 {
-			out[i].weight = uint32(min(uint64(out[i].weight)+uint64(*s.Weight), math.MaxUint32))
-			continue
-		}
-		out = append(out, destination{ref: ref, weight: *s.Weight})
 	}
 	return out
 }
+
+func addDestination(out []destination, weight uint32, dest, outTags map[string]string) []destination {
+	if weight == 0 {
+		return out
+	}
+	var ref EndpointRef
+	if svc, plain := plainDestination(dest, outTags); plain {
+		ref = EndpointRef{Cluster: svc, Service: svc}
+	} else {
+		tags := resolveWildcards(dest, outTags)
+		ref = endpointRef(tags[resource.ServiceTag], tags)
+	}
+	if ref.Service == "" || !utf8.ValidString(ref.Service) || !validTags(ref.Tags) {
+		return out
+	}
+	if i := slices.IndexFunc(out, func(d destination) bool { return d.ref.Cluster == ref.Cluster }); i >= 0 {
+		out[i].weight = uint32(min(uint64(out[i].weight)+uint64(weight), math.MaxUint32))
+		return out
+	}
+	return append(out, destination{ref: ref, weight: weight})
+}
+
+// plainDestination reports whether dest, once its wildcards are resolved
+// against outTags, names a service and nothing else, and which service: the
+// common case, which needs no map.
+func plainDestination(dest, outTags map[string]string) (string, bool) {
+	svc := dest[resource.ServiceTag]
+	if svc == matchAll || svc == "" && !hasKey(dest, resource.ServiceTag) {
+		svc = outTags[resource.ServiceTag]
+	}
+	for k, v := range dest {
+		if k != resource.ServiceTag && v != matchAll {
+			return "", false
+		}
+	}
+	for k := range outTags {
+		if k != resource.ServiceTag {
+			return "", false
+		}
+	}
+	return svc, true
+}
+
+func hasKey(m map[string]string, k string) bool { _, ok := m[k]; return ok }
 
 // resolveWildcards is Kuma's handleWildcardTagsFor: a destination tag with
 // value "*" is dropped, then every outbound tag the destination does not set
