@@ -21,7 +21,8 @@
 //     serviceAddress (default 127.0.0.1) and servicePort. When inbounds share a
 //     servicePort but not the serviceAddress, each is
 //     "localhost:{serviceAddress}:{servicePort}" instead, so they cannot
-//     overwrite each other.
+//     overwrite each other. Inbounds sharing a local cluster give it the
+//     connect timeout of the last of them, as in Kuma.
 //   - Per outbound: listener "outbound:{ip}:{port}" (ip default 127.0.0.1) with
 //     a tcp_proxy to the destination's cluster, or weighted_clusters for a
 //     TrafficRoute split.
@@ -29,7 +30,11 @@
 //     ("backend"), or "{service}-{h}" for a subset that also requires other
 //     tags, h being 16 hex digits of SHA-256 over the sorted, length-prefixed
 //     tag names and values (Kuma's shape; Kuma's hash input is ambiguous, this
-//     one is not). The ClusterLoadAssignment has the cluster's name.
+//     one is not). The ClusterLoadAssignment has the cluster's name and is the
+//     same for every proxy of the mesh: LoadAssignment builds it from the
+//     healthy inbounds carrying the service and tags, at the Dataplane's
+//     networking.advertisedAddress, else the inbound's address, else
+//     networking.address (Kuma's order), sorted by address and port.
 //   - stat_prefix (tcp_proxy) and alt_stat_name (clusters) are Kuma's
 //     SanitizeMetric of the cluster name (inbound) or the destination service
 //     (outbound): every rune outside [a-zA-Z0-9_-] becomes '_'.
@@ -69,6 +74,9 @@
 // redirect listeners (so the Mesh's outbound passthrough has nothing to act
 // on). No mTLS, HTTP filters, access logs or traffic permissions.
 // backendRef outbounds (real MeshServices) are skipped.
+//
+// The Mesh is checked but nothing in it changes TCP config without mTLS or
+// transparent proxying.
 //
 // Parts of a Dataplane that cannot become valid Envoy config (an address that
 // is not an IP, a port out of range, a service name that is not UTF-8, a

@@ -50,7 +50,6 @@ func Generate(in Input) (*Proxy, error) {
 		return nil, err
 	}
 	g := &gen{
-		proxy:    in.Proxy,
 		dp:       dp,
 		routes:   routeCandidates(in.Routes, dp),
 		timeouts: newTimeoutRules(in.Timeouts, in.Proxy, dp),
@@ -121,7 +120,6 @@ func checkPolicy(proxy *resource.Resource, field string, i int, r *resource.Reso
 
 // gen holds one Generate call's work in progress.
 type gen struct {
-	proxy    *resource.Resource
 	dp       *resource.DataplaneSpec
 	routes   []routeCandidate
 	timeouts *timeoutRules

@@ -3,6 +3,7 @@ package generator
 import (
 	"bytes"
 	"math/rand/v2"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -463,9 +464,13 @@ func TestGenerate(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			in := Input{Mesh: mesh(), Proxy: tc.proxy, Routes: tc.routes, Timeouts: tc.timeouts}
+			before := cloneAll(append(append([]*resource.Resource{tc.proxy}, tc.routes...), tc.timeouts...))
 			p, err := Generate(in)
 			if err != nil {
 				t.Fatalf("Generate: %v", err)
+			}
+			if after := append(append([]*resource.Resource{tc.proxy}, tc.routes...), tc.timeouts...); !reflect.DeepEqual(before, after) {
+				t.Error("Generate changed its input")
 			}
 			checkProxy(t, p, []*resource.Resource{tc.proxy})
 			if got := summary(t, p); !slices.Equal(got, tc.want) {
@@ -484,6 +489,14 @@ func TestGenerate(t *testing.T) {
 }
 
 const math32 = 1<<32 - 1
+
+func cloneAll(rs []*resource.Resource) []*resource.Resource {
+	out := make([]*resource.Resource, len(rs))
+	for i, r := range rs {
+		out[i] = resource.Clone(r)
+	}
+	return out
+}
 
 func durationOf(s string) *resource.Duration { d := resource.Duration(s); return &d }
 
