@@ -42,6 +42,11 @@ type Config struct {
 	// ExtraArgs are appended to every `kuma-cp run`.
 	ExtraArgs []string
 	Workload  workload.RESTOptions
+	// Proxies is how many pairs of kuma-dp proxies (a callee in front of
+	// the echo app, a caller with an outbound to it) carry TCP traffic
+	// during the run; 0 for none.
+	Proxies      int
+	ProxyTraffic workload.ProxyOptions
 	// RecoveryBound is how long the cluster may take after healing to have
 	// one leader and every replica healthy.
 	RecoveryBound time.Duration
@@ -75,6 +80,9 @@ func (c *Config) Validate() error {
 	}
 	if c.BinDir == "" {
 		return errors.New("--bin-dir: empty")
+	}
+	if c.Proxies < 0 || c.Proxies > 16 {
+		return fmt.Errorf("--proxies: want 0-16 pairs, got %d", c.Proxies)
 	}
 	if c.RecoveryBound <= 0 {
 		return fmt.Errorf("--recovery-bound: must be positive, got %s", c.RecoveryBound)
@@ -132,7 +140,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	r := &runner{cfg: cfg, dir: dir, b: b, log: log}
+	r := &runner{cfg: cfg, dir: dir, binDir: binDir, b: b, log: log}
 	defer func() {
 		if cerr := b.Close(); cerr != nil {
 			log.Warn("cleanup", "err", cerr)
@@ -145,12 +153,15 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 }
 
 type runner struct {
-	cfg  Config
-	dir  string
-	b    backend.Backend
-	log  *slog.Logger
-	rec  *history.Recorder
-	view *clusterView
+	cfg    Config
+	dir    string
+	binDir string
+	b      backend.Backend
+	log    *slog.Logger
+	rec    *history.Recorder
+	view   *clusterView
+	// proxies is the proxy traffic workload; nil without one.
+	proxies *proxyRun
 
 	kinds       []nemesis.Kind
 	unavailable [][2]string
@@ -186,6 +197,19 @@ func (r *runner) run(ctx context.Context) (*Result, error) {
 		r.progressf("note: %s", n)
 	}
 
+	if r.cfg.Proxies > 0 {
+		r.progressf("starting %d pairs of kuma-dp proxies and the echo app", r.cfg.Proxies)
+		pctx, cancel := context.WithTimeout(ctx, 90*time.Second)
+		r.proxies, err = startProxies(pctx, r.cfg, r.dir, r.binDir, r.b.Nodes(), r.log)
+		cancel()
+		if err != nil {
+			r.collectLogs()
+			return nil, fmt.Errorf("%w; --proxies 0 runs without them", err)
+		}
+		defer r.proxies.close()
+		r.progressf("proxies ready: traffic passes through %d callers", r.cfg.Proxies)
+	}
+
 	// Time 0 of the history: the cluster has formed, the load starts.
 	r.rec = history.NewRecorder()
 	rest := workload.NewREST(r.cfg.Workload)
@@ -204,6 +228,14 @@ func (r *runner) run(ctx context.Context) (*Result, error) {
 	progressDone := make(chan struct{})
 	var progressWG sync.WaitGroup
 	progressWG.Go(func() { r.runProgress(progressDone) })
+	if r.proxies != nil {
+		wg.Go(func() {
+			if err := r.proxies.traffic.Run(loadCtx, env); err != nil {
+				r.log.Warn("proxy traffic", "err", err)
+			}
+		})
+		progressWG.Go(func() { r.proxies.runMonitor(progressDone, r.rec.Now) })
+	}
 
 	exec := &nemesis.Executor{Backend: r.b, Cluster: r.view, Recorder: r.rec, Logger: r.log}
 	nemesisErr := func() error {
@@ -236,6 +268,10 @@ func (r *runner) run(ctx context.Context) (*Result, error) {
 		r.collectLogs()
 		h := r.rec.Snapshot()
 		_ = h.Save(filepath.Join(r.dir, "history.jsonl"))
+		if r.proxies != nil {
+			r.proxies.stop(context.WithoutCancel(ctx))
+			_ = r.proxies.save(r.dir, r.proxies.data(r.proxies.infos()))
+		}
 		return nil, fmt.Errorf("%w: partial history in %s", errInterrupted, r.dir)
 	}
 	r.progressf("healed at %s; waiting for recovery (bound %s)", secs(r.healedAt), r.cfg.RecoveryBound)
@@ -252,6 +288,17 @@ func (r *runner) run(ctx context.Context) (*Result, error) {
 	statesCtx, cancelStates := context.WithTimeout(ctx, 2*time.Minute)
 	states := r.view.collectStates(statesCtx)
 	cancelStates()
+	// The proxies stop after the states are read, so that their
+	// disconnection changes no state being compared; the replicas still
+	// run and see them go.
+	var proxy *report.ProxyData
+	if r.proxies != nil {
+		r.notes = append(r.notes, r.proxies.stop(ctx)...)
+		proxy = r.proxies.data(r.proxies.infos())
+		if err := r.proxies.save(r.dir, proxy); err != nil {
+			return nil, err
+		}
+	}
 	r.collectLogs()
 	if err := r.b.Close(); err != nil {
 		r.notes = append(r.notes, "cleanup: "+err.Error())
@@ -269,12 +316,19 @@ func (r *runner) run(ctx context.Context) (*Result, error) {
 	_ = writeJSON(filepath.Join(r.dir, "plan.json"), r.plan)
 
 	info := r.info()
+	if proxy != nil {
+		info.Proxies = proxy.Proxies
+	}
 	if err := writeJSON(filepath.Join(r.dir, "run.json"), info); err != nil {
 		return nil, err
 	}
 	r.progressf("checking %d operations", len(h.Ops))
-	verdicts := Check(h, states, recovery, nil, r.dir, r.cfg.CheckTimeout)
-	return finish(r.dir, info, h, verdicts)
+	var reqs []check.ProxyRequest
+	if proxy != nil {
+		reqs = proxy.Requests
+	}
+	verdicts := Check(h, states, recovery, reqs, r.dir, r.cfg.CheckTimeout)
+	return finish(r.dir, info, h, proxy, verdicts)
 }
 
 // RunInfo describes a run for its report; saved as run.json.
@@ -290,6 +344,11 @@ type RunInfo struct {
 	HealedAt    int64       `json:"healedAt"`
 	Unavailable [][2]string `json:"unavailable,omitempty"`
 	Notes       []string    `json:"notes,omitempty"`
+	// Proxies are the kuma-dp processes of the proxy traffic workload.
+	Proxies []report.ProxyInfo `json:"proxies,omitempty"`
+	// ProxyRequests and ProxyFailed count the requests through them.
+	ProxyRequests int `json:"proxyRequests,omitempty"`
+	ProxyFailed   int `json:"proxyFailed,omitempty"`
 }
 
 func (r *runner) info() RunInfo {
@@ -304,22 +363,32 @@ func (r *runner) info() RunInfo {
 	}
 }
 
-// finish writes verdicts.json, summary.md and report.html and returns the result.
-func finish(dir string, info RunInfo, h *history.History, verdicts []check.Verdict) (*Result, error) {
+// finish writes verdicts.json, summary.md and report.html (and run.json
+// again, with the proxy request counts) and returns the result. proxy is
+// nil for a run without proxy traffic.
+func finish(dir string, info RunInfo, h *history.History, proxy *report.ProxyData, verdicts []check.Verdict) (*Result, error) {
 	if err := writeJSON(filepath.Join(dir, "verdicts.json"), verdicts); err != nil {
 		return nil, err
 	}
+	if proxy != nil {
+		ps := report.SummarizeProxy(proxy)
+		info.ProxyRequests, info.ProxyFailed = ps.Requests, ps.Failed
+		if err := writeJSON(filepath.Join(dir, "run.json"), info); err != nil {
+			return nil, err
+		}
+	}
 	passed := check.AllOK(verdicts)
 	summary := summaryLine(info, h, verdicts, passed)
+	d := reportData(info, h, proxy, verdicts, passed, summary)
 	f, err := os.Create(filepath.Join(dir, "summary.md"))
 	if err != nil {
 		return nil, fmt.Errorf("summary: %w", err)
 	}
-	_ = report.Markdown(f, summary, verdicts, h, info.Unavailable, info.Notes)
+	_ = report.Markdown(f, d)
 	if err := f.Close(); err != nil {
 		return nil, fmt.Errorf("summary: %w", err)
 	}
-	if err := writeReport(dir, info, h, verdicts, passed, summary); err != nil {
+	if err := writeReport(dir, d); err != nil {
 		return nil, err
 	}
 	return &Result{Dir: dir, Summary: summary, Verdicts: verdicts, Passed: passed}, nil
@@ -356,7 +425,15 @@ func Recheck(dir string, timeout time.Duration) (*Result, error) {
 	if len(info.Replicas) == 0 {
 		info.Replicas = recovery.Replicas
 	}
-	return finish(dir, info, h, Check(h, states, recovery, nil, dir, timeout))
+	proxy, err := loadProxyData(dir, info.Proxies)
+	if err != nil {
+		return nil, err
+	}
+	var reqs []check.ProxyRequest
+	if proxy != nil {
+		reqs = proxy.Requests
+	}
+	return finish(dir, info, h, proxy, Check(h, states, recovery, reqs, dir, timeout))
 }
 
 func readJSON(path string, v any) error {
@@ -448,9 +525,14 @@ func (r *runner) runProgress(done <-chan struct{}) {
 		if len(faults) > 0 {
 			now = strings.Join(faults, "; ")
 		}
-		line := fmt.Sprintf("[%4.0fs/%.0fs] ops %d (ok %d, fail %d, unknown %d) | %s",
+		proxy := ""
+		if r.proxies != nil {
+			n, failed := r.proxies.traffic.Counts()
+			proxy = fmt.Sprintf(" | proxy %d (failed %d)", n, failed)
+		}
+		line := fmt.Sprintf("[%4.0fs/%.0fs] ops %d (ok %d, fail %d, unknown %d)%s | %s",
 			time.Since(r.rec.Start()).Seconds(), r.cfg.Duration.Seconds(), o[history.OK]+o[history.Fail]+o[history.Unknown],
-			o[history.OK], o[history.Fail], o[history.Unknown], now)
+			o[history.OK], o[history.Fail], o[history.Unknown], proxy, now)
 		if tty {
 			fmt.Fprintf(r.cfg.Progress, "\r\033[K%s", line)
 		} else {
@@ -480,8 +562,12 @@ func summaryLine(info RunInfo, h *history.History, verdicts []check.Verdict, pas
 	if !passed {
 		status = "FAIL (" + strings.Join(failed, ", ") + ")"
 	}
-	return fmt.Sprintf("%s: %d operations (%d ok, %d failed, %d unknown) on %d keys, %d faults (%s) over %s on %d replicas (%s), seed %d",
-		status, st.Total, st.ByOutcome[history.OK], st.ByOutcome[history.Fail], st.ByOutcome[history.Unknown], st.Keys,
+	proxies := ""
+	if len(info.Proxies) > 0 {
+		proxies = fmt.Sprintf(", %d proxy requests (%d failed) through %d kuma-dp", info.ProxyRequests, info.ProxyFailed, len(info.Proxies))
+	}
+	return fmt.Sprintf("%s: %d operations (%d ok, %d failed, %d unknown) on %d keys%s, %d faults (%s) over %s on %d replicas (%s), seed %d",
+		status, st.Total, st.ByOutcome[history.OK], st.ByOutcome[history.Fail], st.ByOutcome[history.Unknown], st.Keys, proxies,
 		len(h.Faults), faultCounts(h), info.Duration, len(info.Replicas), info.Backend, info.Seed)
 }
 
@@ -502,8 +588,12 @@ func faultCounts(h *history.History) string {
 	return strings.Join(parts, ", ")
 }
 
-func writeReport(dir string, info RunInfo, h *history.History, verdicts []check.Verdict, passed bool, summary string) error {
-	d := &report.Data{
+func reportData(info RunInfo, h *history.History, proxy *report.ProxyData, verdicts []check.Verdict, passed bool, summary string) *report.Data {
+	proxies := "none"
+	if len(info.Proxies) > 0 {
+		proxies = fmt.Sprintf("%d kuma-dp (%d pairs)", len(info.Proxies), len(info.Proxies)/2)
+	}
+	return &report.Data{
 		Title:       fmt.Sprintf("kuma-chaos: %s, %d replicas, seed %d", info.Backend, len(info.Replicas), info.Seed),
 		Summary:     summary,
 		Passed:      passed,
@@ -513,6 +603,7 @@ func writeReport(dir string, info RunInfo, h *history.History, verdicts []check.
 		Unavailable: info.Unavailable,
 		HealedAt:    info.HealedAt,
 		Notes:       info.Notes,
+		Proxy:       proxy,
 		Config: [][2]string{
 			{"backend", info.Backend},
 			{"replicas", strings.Join(info.Replicas, ", ")},
@@ -520,11 +611,15 @@ func writeReport(dir string, info RunInfo, h *history.History, verdicts []check.
 			{"seed", fmt.Sprint(info.Seed)},
 			{"nemeses", info.Nemeses},
 			{"clients", fmt.Sprint(info.Clients)},
+			{"proxies", proxies},
 			{"kuma-cp extra args", info.ExtraArgs},
 			{"recovery bound", info.Recovery},
 			{"started", h.Start.Format(time.RFC3339)},
 		},
 	}
+}
+
+func writeReport(dir string, d *report.Data) error {
 	f, err := os.Create(filepath.Join(dir, "report.html"))
 	if err != nil {
 		return fmt.Errorf("report: %w", err)

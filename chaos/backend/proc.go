@@ -27,6 +27,10 @@ type proc struct {
 		doneCh chan struct{}
 		paused bool
 		starts int
+		// exitErr is how the last run ended (cmd.Wait's error, nil for
+		// exit status 0); exited is set once it has.
+		exitErr error
+		exited  bool
 	}
 }
 
@@ -55,13 +59,15 @@ func (p *proc) start() error {
 	}
 	doneCh := make(chan struct{})
 	p.mu.cmd, p.mu.doneCh, p.mu.paused = cmd, doneCh, false
+	p.mu.exitErr, p.mu.exited = nil, false
 	// The waiter belongs to this run of the process; it ends when the child
 	// exits, which kill guarantees.
 	go func() {
-		_ = cmd.Wait()
+		err := cmd.Wait()
 		logFile.Close()
 		p.mu.Lock()
 		p.mu.paused = false
+		p.mu.exitErr, p.mu.exited = err, true
 		p.mu.Unlock()
 		close(doneCh)
 	}()
@@ -84,6 +90,21 @@ func (p *proc) running() bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.mu.cmd != nil && !closed(p.mu.doneCh)
+}
+
+// exit describes how the last run ended: "" while it runs (or never
+// ran), "exit status 0", or cmd.Wait's error ("signal: killed").
+func (p *proc) exit() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	switch {
+	case !p.mu.exited:
+		return ""
+	case p.mu.exitErr == nil:
+		return "exit status 0"
+	default:
+		return p.mu.exitErr.Error()
+	}
 }
 
 func (p *proc) paused() bool {

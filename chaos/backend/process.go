@@ -441,10 +441,24 @@ func waitListening(ctx context.Context, addr string, alive func() bool) error {
 	}
 }
 
+// handedOut remembers every port freePorts returned in this process: a
+// port taken by a replica that is down at the moment (killed, restarting)
+// is free on the machine but must not be handed to anything else.
+var handedOut struct {
+	sync.Mutex
+	ports map[int]bool
+}
+
 // freePorts picks n distinct ports in 10000-32000 that are free on
-// 127.0.0.1 for TCP and UDP (gossip uses both). Below the ephemeral range,
-// so a killed replica finds its ports free when it restarts.
+// 127.0.0.1 for TCP and UDP (gossip uses both) and were never returned
+// before by this process. Below the ephemeral range, so a killed replica
+// finds its ports free when it restarts.
 func freePorts(n int) ([]int, error) {
+	handedOut.Lock()
+	defer handedOut.Unlock()
+	if handedOut.ports == nil {
+		handedOut.ports = map[int]bool{}
+	}
 	seen := map[int]bool{}
 	var out []int
 	for attempts := 0; len(out) < n; attempts++ {
@@ -452,7 +466,7 @@ func freePorts(n int) ([]int, error) {
 			return nil, errors.New("free ports: too many attempts")
 		}
 		port := 10000 + rand.IntN(22000)
-		if seen[port] {
+		if seen[port] || handedOut.ports[port] {
 			continue
 		}
 		seen[port] = true
@@ -467,6 +481,9 @@ func freePorts(n int) ([]int, error) {
 		}
 		ul.Close()
 		out = append(out, port)
+	}
+	for _, p := range out {
+		handedOut.ports[p] = true
 	}
 	return out, nil
 }

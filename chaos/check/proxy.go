@@ -16,6 +16,22 @@ type ProxyRequest struct {
 	Err      string `json:"error,omitempty"`
 }
 
+// ProxyEvent is a change in what a proxy reported on its admin /status,
+// polled while the workload runs (time in ns since the run start): which
+// replica it is connected to, whether its configuration is frozen (no
+// replica reachable, the last good one still served), the config version.
+// Not judged; the report draws them.
+type ProxyEvent struct {
+	At        int64  `json:"at"`
+	Proxy     string `json:"proxy"`
+	Connected bool   `json:"connected"`
+	Replica   string `json:"replica,omitempty"`
+	Frozen    bool   `json:"frozen,omitempty"`
+	Version   string `json:"version,omitempty"`
+	// Err: the admin endpoint did not answer (the other fields are zero).
+	Err string `json:"error,omitempty"`
+}
+
 // ProxyTraffic checks that traffic through the proxies succeeded throughout
 // every fault that leaves the data plane untouched: a control plane that is
 // killed, paused or partitioned must not break connections between proxies

@@ -6,7 +6,6 @@ import (
 	"slices"
 	"time"
 
-	"github.com/kuma-ha/kuma-ha/chaos/check"
 	"github.com/kuma-ha/kuma-ha/chaos/history"
 )
 
@@ -103,13 +102,16 @@ func ByNemesis(h *history.History) []NemesisRow {
 	return out
 }
 
-// Markdown writes the summary line, the verdicts and the per-nemesis table
-// as Markdown (summary.md of a run, and CHAOS.md).
-func Markdown(w io.Writer, summary string, verdicts []check.Verdict, h *history.History, unavailable [][2]string, notes []string) error {
+// Markdown writes the summary line, the verdicts, the operations, the
+// proxy traffic and the per-nemesis table as Markdown (summary.md of a run,
+// and CHAOS.md). It uses Summary, Verdicts, History, Replicas, Proxy,
+// Unavailable and Notes of d.
+func Markdown(w io.Writer, d *Data) error {
+	h, unavailable, notes := d.History, d.Unavailable, d.Notes
 	p := func(format string, args ...any) { fmt.Fprintf(w, format, args...) }
-	p("**%s**\n\n", summary)
+	p("**%s**\n\n", d.Summary)
 	p("| checker | result | summary |\n| --- | --- | --- |\n")
-	for _, v := range verdicts {
+	for _, v := range d.Verdicts {
 		p("| %s | %s | %s |\n", v.Checker, v.Result, v.Summary)
 	}
 	st := Summarize(h)
@@ -118,6 +120,15 @@ func Markdown(w io.Writer, summary string, verdicts []check.Verdict, h *history.
 	for _, k := range []history.Kind{history.Read, history.Write, history.CAS, history.Delete} {
 		m := st.ByKind[k]
 		p("| %s | %d | %d | %d |\n", k, m[history.OK], m[history.Fail], m[history.Unknown])
+	}
+	if d.Proxy != nil {
+		ps := SummarizeProxy(d.Proxy)
+		p("\nProxy traffic: %d TCP requests through %d caller proxies to %d callee proxies (kuma-dp), %d ok, %d failed; p50 %s, p99 %s, max %s of successful ones.\n\n",
+			ps.Requests, ps.Callers, ps.Callees, ps.OK, ps.Failed, ps.P50, ps.P99, ps.Max)
+		p("| proxy | role | requests | failed | replicas, in order | moves | not connected (total / longest) | frozen | exit |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n")
+		for _, r := range ProxyRows(d.Proxy, d.Replicas) {
+			p("| %s | %s | %d | %d | %s | %d | %s / %s | %s | %s |\n", r.Name, r.Role, r.Requests, r.Failed, r.Replicas, r.Moves, r.Disconnected, r.LongestDisconnected, r.Frozen, r.Exit)
+		}
 	}
 	p("\nFaults, and what they did to writes. Decided: applied or rejected by the state machine (412, 404), i.e. committed and answered; the rest got no leader or no answer. Longest gap: the longest stretch of a window without a decided write.\n\n")
 	p("| nemesis | windows | mean length | writes decided | longest gap (mean / max) | errors |\n| --- | --- | --- | --- | --- | --- |\n")

@@ -32,6 +32,8 @@ type Data struct {
 	// HealedAt is when every fault was healed (ns since start), 0 if never.
 	HealedAt int64
 	Notes    []string
+	// Proxy is the proxy traffic workload's record; nil without one.
+	Proxy *ProxyData
 }
 
 // Stats summarizes the operations of a history.
@@ -94,7 +96,13 @@ func Render(w io.Writer, d *Data) error {
 		Faults   []faultRow
 		Nemeses  []NemesisRow
 		Counts   string
+		Proxies  []ProxyRow
+		PStats   ProxyStats
 	}{Data: d, Stats: st, Timeline: template.HTML(timeline(d)), Nemeses: ByNemesis(d.History)}
+	if d.Proxy != nil {
+		view.Proxies = ProxyRows(d.Proxy, d.Replicas)
+		view.PStats = SummarizeProxy(d.Proxy)
+	}
 	for _, k := range []history.Kind{history.Read, history.Write, history.CAS, history.Delete} {
 		m := st.ByKind[k]
 		view.Kinds = append(view.Kinds, kindRow{Kind: string(k), OK: m[history.OK], Fail: m[history.Fail], Unknown: m[history.Unknown]})
@@ -174,10 +182,19 @@ func timeline(d *Data) string {
 		minLat = 1e-4 // seconds
 		maxLat = 30.0
 	)
+	if d.Proxy != nil {
+		for _, r := range d.Proxy.Requests {
+			end = max(end, r.Complete)
+		}
+	}
 	x := func(ns int64) float64 { return left + plotW*float64(ns)/float64(end) }
 	var b strings.Builder
 	replicas := d.Replicas
-	lanesH := laneH * float64(len(replicas)+1)
+	lanes := len(replicas) + 1 // the legend is the last
+	if d.Proxy != nil {
+		lanes += 1 + len(d.Proxy.Proxies)
+	}
+	lanesH := laneH * float64(lanes)
 	top := 10.0
 	barsTop := top + lanesH + gap
 	latTop := barsTop + barsH + gap
@@ -209,9 +226,13 @@ func timeline(d *Data) string {
 				template.HTMLEscapeString(f.Nemesis), template.HTMLEscapeString(strings.Join(f.Targets, ",")), template.HTMLEscapeString(f.Detail), secs(f.Start), secs(f.End))
 		}
 	}
+	proxyLanes := 0
+	if d.Proxy != nil {
+		proxyLanes = proxyTimeline(&b, d, top+laneH*float64(len(replicas)), x, end, left, width-right, laneH)
+	}
 	// Legend of nemeses.
 	lx := left
-	ly := top + laneH*float64(len(replicas)) + 12
+	ly := top + laneH*float64(len(replicas)+proxyLanes) + 12
 	for _, n := range names {
 		fmt.Fprintf(&b, `<rect x="%.0f" y="%.0f" width="10" height="10" fill="%s"/><text x="%.0f" y="%.0f">%s</text>`, lx, ly-9, nemesisColor(n, names), lx+13, ly, template.HTMLEscapeString(n))
 		lx += 20 + 7*float64(len(n))
@@ -333,6 +354,11 @@ code{font-size:12px}
 <table><tr><th>op</th><th>ok</th><th>fail</th><th>unknown</th></tr>
 {{range .Kinds}}<tr><td>{{.Kind}}</td><td>{{.OK}}</td><td>{{.Fail}}</td><td>{{.Unknown}}</td></tr>{{end}}
 </table>
+{{if .Proxy}}<h2>Proxy traffic</h2>
+<p>{{.PStats.Requests}} TCP requests through {{.PStats.Callers}} caller proxies to the echo service behind {{.PStats.Callees}} callee proxies (kuma-dp on the host's loopback; a new connection per request, the payload echoed back exactly within {{.PStats.Timeout}}): {{.PStats.OK}} ok, {{.PStats.Failed}} failed; successful: p50 {{.PStats.P50}}, p99 {{.PStats.P99}}, max {{.PStats.Max}}. The lanes under the replicas in the timeline: requests per second (green: all ok, red: some failed), then each proxy's connection as its admin /status reported it every {{.PStats.PollEvery}} (coloured by replica; red: connected to none; orange: configuration frozen).</p>
+<table><tr><th>proxy</th><th>role</th><th>listens</th><th>requests</th><th>failed</th><th>p99</th><th>replicas, in order</th><th>moves</th><th>not connected (total / longest)</th><th>frozen</th><th>config versions</th><th>exit</th></tr>
+{{range .Proxies}}<tr><td>{{.Name}}</td><td>{{.Role}}</td><td>{{.Listen}}</td><td>{{.Requests}}</td><td>{{.Failed}}</td><td>{{.P99}}</td><td>{{.Replicas}}</td><td>{{.Moves}}</td><td>{{.Disconnected}} / {{.LongestDisconnected}}</td><td>{{.Frozen}}</td><td>{{.Versions}}</td><td>{{.Exit}}</td></tr>
+{{end}}</table>{{end}}
 <h2>Faults</h2>
 <p>{{.Counts}}. Decided writes: applied or rejected by the state machine (412, 404), that is committed and answered; the others got no leader or no answer. Longest gap: the longest stretch of a window without a decided write (how long writes were unavailable).</p>
 <table><tr><th>nemesis</th><th>windows</th><th>mean length</th><th>writes decided</th><th>longest gap, mean</th><th>longest gap, max</th><th>errors</th></tr>
@@ -346,6 +372,6 @@ code{font-size:12px}
 <h2>Run</h2>
 <table>{{range .Config}}<tr><th>{{index . 0}}</th><td>{{index . 1}}</td></tr>{{end}}</table>
 {{if .Notes}}<ul>{{range .Notes}}<li>{{.}}</li>{{end}}</ul>{{end}}
-<p>Files in this directory: <code>history.jsonl</code> (every operation and fault), <code>verdicts.json</code>, <code>summary.md</code>, <code>recovery.json</code> (polls after healing), <code>states.json</code> (each replica's state digest), <code>plan.json</code> (the seeded schedule), <code>run.json</code>, <code>kuma-chaos.log</code>, <code>logs/</code> (each replica's log). <code>kuma-chaos check DIR</code> runs the checkers again.</p>
+<p>Files in this directory: <code>history.jsonl</code> (every operation and fault), <code>verdicts.json</code>, <code>summary.md</code>, <code>recovery.json</code> (polls after healing), <code>states.json</code> (each replica's state digest), <code>plan.json</code> (the seeded schedule), <code>run.json</code>, <code>kuma-chaos.log</code>, <code>logs/</code> (each replica's log{{if .Proxy}}, and each proxy's as <code>dp-NAME.log</code>{{end}}){{if .Proxy}}, <code>proxy-traffic.jsonl</code> (every proxy request), <code>proxies.json</code> (the proxies' status changes and final status), <code>proxies/</code> (their Dataplanes){{end}}. <code>kuma-chaos check DIR</code> runs the checkers again.</p>
 </body></html>
 `))

@@ -66,7 +66,7 @@ func TestImpact(t *testing.T) {
 		t.Errorf("rows: %+v", rows)
 	}
 	var buf bytes.Buffer
-	if err := Markdown(&buf, "PASS: x", []check.Verdict{{Checker: "c", Result: check.Pass, Summary: "s"}}, h, [][2]string{{"clock-skew", "why"}}, []string{"n"}); err != nil {
+	if err := Markdown(&buf, &Data{Summary: "PASS: x", Verdicts: []check.Verdict{{Checker: "c", Result: check.Pass, Summary: "s"}}, History: h, Unavailable: [][2]string{{"clock-skew", "why"}}, Notes: []string{"n"}}); err != nil {
 		t.Fatal(err)
 	}
 	for _, want := range []string{"**PASS: x**", "| c | pass | s |", "| pause | 2 | 7s | 2 of 3 | 4.5s / 5s | 0 |", "- clock-skew: why", "- note: n"} {

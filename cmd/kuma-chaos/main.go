@@ -72,6 +72,9 @@ type flags struct {
 	maxHold       time.Duration
 	keepData      bool
 	logLevel      string
+	proxies       int
+	proxyInterval time.Duration
+	proxyTimeout  time.Duration
 }
 
 func newRootCmd(stdout, stderr io.Writer) *cobra.Command {
@@ -81,10 +84,11 @@ func newRootCmd(stdout, stderr io.Writer) *cobra.Command {
 		Short: "Kill, pause, restart and partition kuma-cp replicas under load, and check nothing acknowledged is lost",
 		Long: `kuma-chaos starts 3 or 5 kuma-cp replicas of the built binaries, runs
 concurrent REST clients (reads, consistent reads, writes, If-Match writes,
-deletes) on random replicas while nemeses inject faults on a seeded schedule,
-heals everything and checks the history: linearizability (porcupine), no lost
-acknowledged write, no stale read, identical state on every replica, one
-leader and full health within a bound.
+deletes) on random replicas, and TCP traffic through kuma-dp proxies, while
+nemeses inject faults on a seeded schedule, heals everything and checks the
+history: linearizability (porcupine), no lost acknowledged write, no stale
+read, identical state on every replica, one leader and full health within a
+bound, and every proxy request answered while only the control plane was hit.
 
 The run directory (--out) gets history.jsonl, each replica's log, verdicts
 and a self-contained report.html. Exit status: 0 pass, 1 a checker failed,
@@ -122,6 +126,9 @@ Nemeses (--nemesis, comma-separated; groups: all, process, partition, smoke):
 	fs.DurationVar(&f.maxGap, "max-gap", nemesis.DefaultTiming.MaxGap, "longest quiet time between faults")
 	fs.DurationVar(&f.minHold, "min-hold", nemesis.DefaultTiming.MinHold, "shortest fault")
 	fs.DurationVar(&f.maxHold, "max-hold", nemesis.DefaultTiming.MaxHold, "longest fault")
+	fs.IntVar(&f.proxies, "proxies", 2, "pairs of kuma-dp proxies (callee in front of an echo app, caller with an outbound to it) carrying TCP traffic during the run; 0 for none (needs kuma-dp in --bin-dir)")
+	fs.DurationVar(&f.proxyInterval, "proxy-interval", 40*time.Millisecond, "each caller's mean pause between proxy requests")
+	fs.DurationVar(&f.proxyTimeout, "proxy-timeout", 2*time.Second, "timeout of one proxy request (connect, write, echo)")
 	fs.BoolVar(&f.keepData, "keep-data", false, "keep the replicas' data dirs (process backend) in the run directory")
 	fs.StringVar(&f.logLevel, "log-level", "info", "harness log level (the log is OUT/kuma-chaos.log): debug, info, warn, error")
 
@@ -211,6 +218,8 @@ func runChaos(ctx context.Context, f *flags, seedSet bool, stdout, stderr io.Wri
 		ExtraArgs: normalizeArgs(f.cpArgs),
 		Workload: workload.RESTOptions{Clients: f.clients, Keys: f.keys, OpsPerKey: f.opsPerKey, MaxOps: f.maxOps,
 			Think: f.think, Timeout: f.opTimeout},
+		Proxies:       f.proxies,
+		ProxyTraffic:  workload.ProxyOptions{Interval: f.proxyInterval, Timeout: f.proxyTimeout},
 		RecoveryBound: f.recoveryBound,
 		CheckTimeout:  f.checkTimeout,
 		KeepData:      f.keepData,
