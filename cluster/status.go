@@ -55,6 +55,27 @@ func (n *Node) Ready() (bool, string) {
 	return false, fmt.Sprintf("catching up: applied %d of %d", applied, commit)
 }
 
+// ServeLocal reports whether this replica may serve proxies from its local
+// copy of the state. With a leader that is Ready: joined and caught up, so a
+// proxy gets current config. Without a leader (the cluster lost its quorum)
+// a replica that has applied state keeps serving what it has, frozen: the
+// proxies it serves keep their config and a proxy whose Dataplane exists can
+// still fetch it, as the data plane of a Kuma zone whose control plane is
+// offline. reason says why it cannot, or that it serves frozen state.
+func (n *Node) ServeLocal() (ok bool, reason string) {
+	ok, why := n.Ready()
+	if ok || n.closing.Load() || !n.running.Load() {
+		return ok, why
+	}
+	if _, leaderID := n.raft.LeaderWithID(); leaderID != "" {
+		return false, why // there is a leader: catch up first
+	}
+	if applied := n.state.AppliedIndex(); applied > 0 {
+		return true, fmt.Sprintf("no leader: serving the state applied up to index %d", applied)
+	}
+	return false, "no leader and no state applied yet"
+}
+
 // Status is this replica's view of the cluster: the Raft configuration and
 // the gossip members. Indexes of other replicas come from their last
 // answer to the status poll (about a second old).

@@ -31,6 +31,9 @@ type Cluster interface {
 	Name() string
 	Instance() string
 	Ready() (bool, string)
+	// ServeLocal is Ready, or, while the cluster has no leader, whether
+	// the replica has state to serve frozen (see cluster.Node.ServeLocal).
+	ServeLocal() (bool, string)
 	RunWhileLeader(name string, fn func(ctx context.Context))
 }
 
@@ -152,6 +155,7 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 	// before the listeners that use them), without reflect.Select.
 	xs := serverv3.NewServer(ctx, s.cache, s, sotwserver.WithOrderedADS())
 	discovery.RegisterAggregatedDiscoveryServiceServer(s.grpc, xs)
+	s.grpc.RegisterService(&replicasDesc, s)
 
 	var wg sync.WaitGroup
 	run := func(f func(context.Context)) {
@@ -227,8 +231,11 @@ func (s *Server) openStream(ctx context.Context, k streamKey) error {
 	rctx, cancel := context.WithTimeout(ctx, s.opts.ReadyTimeout)
 	defer cancel()
 	for {
-		ok, why := s.opts.Cluster.Ready()
+		ok, why := s.opts.Cluster.ServeLocal()
 		if ok {
+			if why != "" {
+				s.log.Debug("serving a proxy from frozen state", "reason", why)
+			}
 			break
 		}
 		select {

@@ -65,9 +65,10 @@ func (c *fakeCluster) advance(n int) {
 func (c *fakeCluster) Members() []cluster.Member {
 	return []cluster.Member{{Name: "cp-1", Instance: "i1", XDSAddr: c.addr, Alive: true}}
 }
-func (c *fakeCluster) Name() string          { return "cp-1" }
-func (c *fakeCluster) Instance() string      { return "i1" }
-func (c *fakeCluster) Ready() (bool, string) { return true, "" }
+func (c *fakeCluster) Name() string               { return "cp-1" }
+func (c *fakeCluster) Instance() string           { return "i1" }
+func (c *fakeCluster) Ready() (bool, string)      { return true, "" }
+func (c *fakeCluster) ServeLocal() (bool, string) { return c.Ready() }
 func (c *fakeCluster) RunWhileLeader(_ string, fn func(context.Context)) {
 	c.wg.Add(1)
 	go func() { defer c.wg.Done(); fn(c.ctx) }()

@@ -97,9 +97,10 @@ func (n *fakeNode) Members() []cluster.Member {
 	}
 	return out
 }
-func (n *fakeNode) Name() string          { return n.name }
-func (n *fakeNode) Instance() string      { return n.name }
-func (n *fakeNode) Ready() (bool, string) { return true, "" }
+func (n *fakeNode) Name() string               { return n.name }
+func (n *fakeNode) Instance() string           { return n.name }
+func (n *fakeNode) Ready() (bool, string)      { return true, "" }
+func (n *fakeNode) ServeLocal() (bool, string) { return n.Ready() }
 func (n *fakeNode) RunWhileLeader(_ string, fn func(context.Context)) {
 	n.wg.Add(1)
 	go func() { defer n.wg.Done(); fn(n.ctx) }()

@@ -15,6 +15,7 @@ import (
 	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/structpb"
 )
@@ -56,6 +57,11 @@ type Status struct {
 	ACKs       int
 	NACKs      int
 	LastError  error // why the last stream ended, or the last NACK
+	// Failures counts the attempts that failed in a row since the last
+	// stream that worked (one that got a response or lived a while):
+	// Failures >= len(Servers) while not Connected means that every known
+	// replica was tried and none could be reached.
+	Failures int
 	// Servers are the replica addresses the client knows (given and discovered).
 	Servers []string
 }
@@ -74,7 +80,8 @@ type Client struct {
 		sync.Mutex
 		discovered []string
 		status     Status
-		opened     bool // a stream was opened before
+		opened     bool                 // a stream was opened before
+		failedAt   map[string]time.Time // replicas whose last attempt failed, and when
 	}
 	discoverCh chan struct{} // asks runDiscover for an early round
 }
@@ -91,6 +98,7 @@ func New(cfg Config) (*Client, error) {
 		updates:    make(chan struct{}, 1),
 		discoverCh: make(chan struct{}, 1),
 	}
+	c.mu.failedAt = map[string]time.Time{}
 	c.node = &core.Node{Id: cfg.NodeID, UserAgentName: "kuma-ha-xdsclient"}
 	if len(cfg.Dataplane) > 0 {
 		c.node.Metadata = &structpb.Struct{Fields: map[string]*structpb.Value{
@@ -170,6 +178,15 @@ func (c *Client) Run(ctx context.Context) error {
 		if s.healthy() {
 			failures = 0
 		}
+		c.mu.Lock()
+		if !s.healthy() {
+			c.mu.status.Failures++
+			c.mu.failedAt[addr] = time.Now()
+		} else {
+			c.mu.status.Failures = 0
+			delete(c.mu.failedAt, addr)
+		}
+		c.mu.Unlock()
 		hint = ShedHint(err)
 		var delay time.Duration
 		if hint != "" {
@@ -208,8 +225,13 @@ func (c *Client) backoff(n int) time.Duration {
 	return time.Duration(half + rand.Int64N(half+1))
 }
 
+// avoidFor is how long a replica whose last attempt failed is passed over
+// while another one has not failed.
+const avoidFor = 3 * time.Second
+
 // pick chooses the replica for the next stream: the hinted one if any,
-// else the one after last in the list (round robin), else the first.
+// else, round robin from the one after last (the first if none), the first
+// that has not failed within avoidFor, else simply the next one.
 func (c *Client) pick(last, hint string) string {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -217,11 +239,18 @@ func (c *Client) pick(last, hint string) string {
 	if hint != "" {
 		return hint
 	}
-	if last == "" {
-		return servers[0]
+	start := 0
+	if last != "" {
+		start = slices.Index(servers, last) + 1 // 0 when last is no longer listed
 	}
-	i := slices.Index(servers, last)
-	return servers[(i+1)%len(servers)]
+	now := time.Now()
+	for k := range servers {
+		s := servers[(start+k)%len(servers)]
+		if t, failed := c.mu.failedAt[s]; !failed || now.Sub(t) > avoidFor {
+			return s
+		}
+	}
+	return servers[start%len(servers)]
 }
 
 // serversLocked is the given servers followed by the discovered ones, without duplicates.
@@ -295,7 +324,7 @@ func (c *Client) connect(addr string) (*grpc.ClientConn, func(), error) {
 	if c.cfg.Fleet != nil {
 		return c.cfg.Fleet.acquire(addr)
 	}
-	cc, err := dial(addr)
+	cc, err := dial(addr, keepalive.ClientParameters{Time: c.cfg.KeepaliveTime, Timeout: c.cfg.KeepaliveTimeout})
 	if err != nil {
 		return nil, nil, err
 	}

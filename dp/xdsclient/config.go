@@ -57,6 +57,12 @@ type Config struct {
 	// replica sends something newer, and its versions are sent on connect so
 	// that an unchanged config is not sent again.
 	Initial *Snapshot
+	// KeepaliveTime and KeepaliveTimeout: the client pings a silent
+	// connection after KeepaliveTime and drops it (and moves to another
+	// replica) if the ping is not answered within KeepaliveTimeout; this
+	// is how a paused or cut-off replica is noticed [30s, 10s; the server
+	// refuses pings more often than every 5s]. Ignored with a Fleet.
+	KeepaliveTime, KeepaliveTimeout time.Duration
 	// Fleet, if set, shares gRPC connections and decoded resources with the
 	// other clients using it (the load tool runs thousands of clients).
 	Fleet *Fleet
@@ -100,6 +106,15 @@ func (c *Config) validate() error {
 	}
 	if c.MaxBackoff < c.MinBackoff {
 		errs = append(errs, fmt.Errorf("MaxBackoff: %s is less than MinBackoff %s", c.MaxBackoff, c.MinBackoff))
+	}
+	if c.KeepaliveTime < 0 || c.KeepaliveTimeout < 0 {
+		errs = append(errs, errors.New("KeepaliveTime, KeepaliveTimeout: must not be negative"))
+	}
+	if c.KeepaliveTime == 0 {
+		c.KeepaliveTime = DefaultKeepaliveTime
+	}
+	if c.KeepaliveTimeout == 0 {
+		c.KeepaliveTimeout = DefaultKeepaliveTimeout
 	}
 	if c.DiscoverInterval == 0 {
 		c.DiscoverInterval = DefaultDiscoverInterval

@@ -9,6 +9,11 @@ import (
 	"net/http"
 	"strings"
 	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/protobuf/types/known/emptypb"
+	"google.golang.org/protobuf/types/known/structpb"
 )
 
 // DiscoverFromAPI returns a Config.Discover function that asks the control
@@ -85,4 +90,67 @@ func discoverOne(ctx context.Context, client *http.Client, apiURL string) ([]str
 		return nil, fmt.Errorf("GET %s/cluster: no replica with an xdsAddress", apiURL)
 	}
 	return out, nil
+}
+
+// The control plane's replica discovery service on the xDS port (the
+// server's xds.ReplicasService, repeated here: this package imports no
+// server package).
+const replicasMethod = "/kumaha.xds.v1.Replicas/List"
+
+// DiscoverFromXDS returns a Config.Discover function that asks the
+// replicas' own xDS port for the cluster's replicas (the unary
+// kumaha.xds.v1.Replicas/List), trying each address servers returns in
+// turn (typically the client's Status().Servers) until one answers, and
+// returns their xDS addresses, healthy replicas first. A proxy given one
+// replica's address thereby learns every other one.
+func DiscoverFromXDS(servers func() []string) func(ctx context.Context) ([]string, error) {
+	return func(ctx context.Context) ([]string, error) {
+		var errs []error
+		for _, addr := range servers() {
+			if ctx.Err() != nil {
+				break
+			}
+			out, err := discoverXDS(ctx, addr)
+			if err == nil {
+				return out, nil
+			}
+			errs = append(errs, err)
+		}
+		if len(errs) == 0 {
+			return nil, errors.New("discover: no replica address to ask")
+		}
+		return nil, fmt.Errorf("discover: %w", errors.Join(errs...))
+	}
+}
+
+func discoverXDS(ctx context.Context, addr string) ([]string, error) {
+	cc, err := grpc.NewClient("passthrough:///"+addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return nil, fmt.Errorf("replicas from %s: %w", addr, err)
+	}
+	defer cc.Close()
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	var out structpb.Struct
+	if err := cc.Invoke(ctx, replicasMethod, &emptypb.Empty{}, &out); err != nil {
+		return nil, fmt.Errorf("replicas from %s: %w", addr, err)
+	}
+	var healthy, other []string
+	for _, v := range out.GetFields()["replicas"].GetListValue().GetValues() {
+		f := v.GetStructValue().GetFields()
+		a, err := NormalizeAddress(f["xdsAddress"].GetStringValue())
+		if err != nil {
+			continue
+		}
+		if f["healthy"].GetBoolValue() {
+			healthy = append(healthy, a)
+		} else {
+			other = append(other, a)
+		}
+	}
+	all := append(healthy, other...)
+	if len(all) == 0 {
+		return nil, fmt.Errorf("replicas from %s: no replica with an xdsAddress", addr)
+	}
+	return all, nil
 }

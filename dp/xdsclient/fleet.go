@@ -19,13 +19,20 @@ const maxRecvMsgSize = 64 << 20
 // connectTimeout bounds a connection's TCP and HTTP/2 handshake.
 const connectTimeout = 5 * time.Second
 
-func dialOptions() []grpc.DialOption {
+// Default keepalive: a replica that vanished without closing the
+// connection is noticed within Time+Timeout.
+const (
+	DefaultKeepaliveTime    = 30 * time.Second
+	DefaultKeepaliveTimeout = 10 * time.Second
+)
+
+func dialOptions(ka keepalive.ClientParameters) []grpc.DialOption {
 	return []grpc.DialOption{
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxRecvMsgSize)),
 		// Notice a replica that vanished without closing the connection
 		// (the server permits pings every 5s or more).
-		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
+		grpc.WithKeepaliveParams(ka),
 		// A replica that accepts TCP but does not answer (paused, overloaded)
 		// fails the stream after this, and the client tries another.
 		grpc.WithConnectParams(grpc.ConnectParams{Backoff: backoff.DefaultConfig, MinConnectTimeout: connectTimeout}),
@@ -33,8 +40,8 @@ func dialOptions() []grpc.DialOption {
 }
 
 // dial opens a lazy connection: it connects when the first stream starts.
-func dial(addr string) (*grpc.ClientConn, error) {
-	cc, err := grpc.NewClient("passthrough:///"+addr, dialOptions()...)
+func dial(addr string, ka keepalive.ClientParameters) (*grpc.ClientConn, error) {
+	cc, err := grpc.NewClient("passthrough:///"+addr, dialOptions(ka)...)
 	if err != nil {
 		return nil, fmt.Errorf("dial %s: %w", addr, err)
 	}
@@ -81,7 +88,7 @@ func (f *Fleet) acquire(addr string) (*grpc.ClientConn, func(), error) {
 		}
 	}
 	if sc == nil {
-		cc, err := dial(addr)
+		cc, err := dial(addr, keepalive.ClientParameters{Time: DefaultKeepaliveTime, Timeout: DefaultKeepaliveTimeout})
 		if err != nil {
 			return nil, nil, err
 		}

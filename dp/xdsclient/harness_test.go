@@ -54,10 +54,11 @@ type fakeCluster struct {
 func (c *fakeCluster) Apply(_ context.Context, cmd fsm.Command) (*fsm.Result, error) {
 	return c.log.apply(cmd)
 }
-func (c *fakeCluster) Members() []cluster.Member { return c.members() }
-func (c *fakeCluster) Name() string              { return c.name }
-func (c *fakeCluster) Instance() string          { return c.name + "-i" }
-func (c *fakeCluster) Ready() (bool, string)     { return true, "" }
+func (c *fakeCluster) Members() []cluster.Member  { return c.members() }
+func (c *fakeCluster) Name() string               { return c.name }
+func (c *fakeCluster) Instance() string           { return c.name + "-i" }
+func (c *fakeCluster) Ready() (bool, string)      { return true, "" }
+func (c *fakeCluster) ServeLocal() (bool, string) { return c.Ready() }
 func (c *fakeCluster) RunWhileLeader(_ string, fn func(context.Context)) {
 	c.wg.Add(1)
 	go func() { defer c.wg.Done(); fn(c.ctx) }()
