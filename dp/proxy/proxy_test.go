@@ -333,6 +333,7 @@ func TestConfigChange(t *testing.T) {
 	cfg := config(flat(outbound("out", "svc-b"), edsService("svc-a", a), edsService("svc-b", b))...)
 	apply(t, p, cfg)
 	apply(t, p, cfg)
+	eventually(t, 5*time.Second, "the second connection to end", func() bool { return mustListener(t, p, "out").Active == 1 })
 	l := mustListener(t, p, "out")
 	if l.Address != addr || l.Draining || l.Total != 2 || l.Active != 1 {
 		t.Fatalf("listener %+v", l)
