@@ -101,7 +101,7 @@ func (p *Proxy) runConn(c *conn, rt *route) {
 		if c.ctx.Err() != nil {
 			return // closed by a drain or shutdown while connecting
 		}
-		if ep == nil {
+		if errors.Is(err, errNoEndpoint) {
 			c.l.noEndpoint.Add(1)
 		} else {
 			c.l.connectFailed.Add(1)
@@ -131,8 +131,7 @@ func (p *Proxy) runConn(c *conn, rt *route) {
 var errNoEndpoint = errors.New("no endpoint")
 
 // connect dials the cluster's endpoints in load balancing order until one
-// answers, ejecting those that fail. The endpoint is nil only when the
-// cluster has none.
+// answers, ejecting those that fail; errNoEndpoint if it has none.
 func (p *Proxy) connect(ctx context.Context, cl *cluster) (net.Conn, *endpoint, error) {
 	now := time.Now()
 	eps := cl.attempts(now)
@@ -148,7 +147,7 @@ func (p *Proxy) connect(ctx context.Context, cl *cluster) (net.Conn, *endpoint, 
 			return up, e, nil
 		}
 		if ctx.Err() != nil {
-			return nil, e, ctx.Err()
+			return nil, nil, ctx.Err()
 		}
 		if dctx.Err() != nil {
 			err = fmt.Errorf("connect timeout %s: %w", cl.connectTimeout, err)
@@ -160,12 +159,17 @@ func (p *Proxy) connect(ctx context.Context, cl *cluster) (net.Conn, *endpoint, 
 			p.log.Warn("endpoint ejected", "cluster", cl.name, "endpoint", e.addr, "until", until, "err", err)
 		}
 	}
-	return nil, eps[len(eps)-1], fmt.Errorf("cluster %q: %w", cl.name, errors.Join(errs...))
+	return nil, nil, fmt.Errorf("cluster %q: %w", cl.name, errors.Join(errs...))
 }
 
-// pipe copies src to dst until src ends. On EOF it half-closes dst so that
-// the peer sees the end of the stream while the other direction goes on;
-// on an error or an idle timeout it closes both sides.
+// pipe copies src to dst until src ends, through a pooled 32 KiB buffer.
+// Not splice: on loopback it measured no faster (BenchmarkThroughput, both
+// ways about half the direct rate on 2 cores), and a splice call reports no
+// progress until it returns, which idle tracking needs.
+//
+// On EOF it half-closes dst so that the peer sees the end of the stream
+// while the other direction goes on; on an error or an idle timeout it
+// closes both sides.
 //
 // Idle time is tracked without a timer per read: both directions share
 // lastActive, and the sockets' deadlines are set to when the connection

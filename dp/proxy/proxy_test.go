@@ -589,3 +589,62 @@ func TestConcurrentApply(t *testing.T) {
 		t.Fatalf("%d requests failed, %d succeeded", failed.Load(), ok.Load())
 	}
 }
+
+// TestIdleTimeoutStalledPeer: bytes stuck because the upstream stopped
+// reading count as idle too, although a copy is blocked writing.
+func TestIdleTimeoutStalledPeer(t *testing.T) {
+	stalled, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stalled.Close()
+	held := make(chan net.Conn, 1)
+	go func() {
+		c, err := stalled.Accept()
+		if err == nil {
+			held <- c // never read: the proxy's writes block once buffers fill
+		}
+	}()
+	defer func() {
+		select {
+		case c := <-held:
+			c.Close()
+		default:
+		}
+	}()
+	const idle = 300 * time.Millisecond
+	p := newProxy(t, Options{})
+	apply(t, p, config(tcpListener("out", 0, core.TrafficDirection_OUTBOUND, durationpb.New(idle), "svc"),
+		edsCluster("svc", time.Second), loadAssignment("svc", stalled.Addr().String())))
+	c := dialClient(t, mustListener(t, p, "out").Address)
+	chunk := make([]byte, 64<<10)
+	c.c.SetWriteDeadline(time.Now().Add(30 * time.Second))
+	var lastWrite time.Time
+	for {
+		if _, err := c.c.Write(chunk); err != nil {
+			break // the proxy closed the connection
+		}
+		lastWrite = time.Now()
+	}
+	if took := time.Since(lastWrite); took < idle/2 || took > 10*time.Second {
+		t.Fatalf("closed %s after the last write that went through, idle timeout %s", took, idle)
+	}
+	eventually(t, 5*time.Second, "connection to end", func() bool { return mustListener(t, p, "out").Active == 0 })
+}
+
+// TestAddressTakeover: a listener can take the address of one removed in
+// the same Apply (old sockets close before new ones bind).
+func TestAddressTakeover(t *testing.T) {
+	a := startBackend(t, "a")
+	p := newProxy(t, Options{})
+	apply(t, p, config(flat(outbound("old", "svc"), edsService("svc", a))...))
+	addr := mustListener(t, p, "old").Address
+	_, port := hostPort(addr)
+	apply(t, p, config(flat(tcpListener("new", port, core.TrafficDirection_OUTBOUND, nil, "svc"), edsService("svc", a))...))
+	if l := mustListener(t, p, "new"); l.Error != "" || l.Address != addr {
+		t.Fatalf("new listener %+v", l)
+	}
+	if got, err := askOnce(t, addr, "x"); err != nil || got != "a:x" {
+		t.Fatalf("got %q %v", got, err)
+	}
+}
