@@ -181,6 +181,13 @@ func (s *Server) runRebalancer(ctx context.Context) {
 		case <-t.C:
 		}
 		budget = min(budget+s.opts.RebalanceRate*s.opts.RebalanceInterval.Seconds(), math.Max(1, s.opts.RebalanceRate))
+		// Without a leader (the cluster lost its quorum) the counts cannot
+		// be trusted and the other replicas are likely down: keep every
+		// proxy this replica serves.
+		if ok, _ := s.opts.Cluster.Ready(); !ok {
+			streak = 0
+			continue
+		}
 		n, hint := s.excess()
 		// Other replicas' counts come from insights, which lag behind a
 		// burst of connects: shed only an imbalance that lasts.
