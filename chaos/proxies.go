@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -46,6 +47,7 @@ type proxyRun struct {
 		last       map[string]check.ProxyEvent
 		monitorEnd int64
 		final      map[string]backend.ProxyStatus
+		notes      []string // for the report: proxies that exited early
 	}
 }
 
@@ -127,6 +129,10 @@ func (pr *proxyRun) runMonitor(done <-chan struct{}, now func() int64) {
 	defer t.Stop()
 	for {
 		for _, p := range pr.fleet.List() {
+			if !pr.fleet.Running(p.Name) {
+				pr.exited(now(), p.Name)
+				continue
+			}
 			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 			st, err := pr.fleet.Status(ctx, p.Name)
 			cancel()
@@ -141,6 +147,27 @@ func (pr *proxyRun) runMonitor(done <-chan struct{}, now func() int64) {
 		case <-t.C:
 		}
 	}
+}
+
+// exited records a proxy whose process ended while the workload runs:
+// nothing in the harness stops a proxy before the end, so either kuma-dp
+// quit by itself or something outside the harness signalled it. Either
+// way its traffic fails and the checker says so; the note says why.
+func (pr *proxyRun) exited(at int64, name string) {
+	exit := pr.fleet.Exit(name)
+	pr.mu.Lock()
+	prev := pr.mu.last[name]
+	pr.mu.Unlock()
+	if strings.HasPrefix(prev.Err, "kuma-dp exited") {
+		return
+	}
+	msg := fmt.Sprintf("kuma-dp exited during the run (%s)", exit)
+	pr.observe(at, name, backend.ProxyStatus{}, errors.New(msg))
+	note := fmt.Sprintf("proxy %s: %s at %s; the harness stops proxies only at the end, so it quit by itself or was signalled from outside (see logs/dp-%s.log)", name, msg, secs(at), name)
+	pr.log.Warn("proxy exited during the run", "proxy", name, "at", time.Duration(at), "exit", exit)
+	pr.mu.Lock()
+	pr.mu.notes = append(pr.mu.notes, note)
+	pr.mu.Unlock()
 }
 
 func (pr *proxyRun) observe(at int64, name string, st backend.ProxyStatus, err error) {
@@ -180,8 +207,13 @@ func (pr *proxyRun) observe(at int64, name string, st backend.ProxyStatus, err e
 // the echo app. Problems are returned as notes for the report.
 func (pr *proxyRun) stop(ctx context.Context) []string {
 	final := map[string]backend.ProxyStatus{}
-	var notes []string
+	pr.mu.Lock()
+	notes := append([]string(nil), pr.mu.notes...)
+	pr.mu.Unlock()
 	for _, p := range pr.fleet.List() {
+		if !pr.fleet.Running(p.Name) {
+			continue // said already, or by close
+		}
 		sctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 		st, err := pr.fleet.Status(sctx, p.Name)
 		cancel()

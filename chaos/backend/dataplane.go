@@ -302,8 +302,8 @@ func (f *Proxies) Exit(name string) string {
 }
 
 // Close stops every proxy with SIGTERM (in parallel; SIGKILL after the
-// grace period) and reports those that did not exit with status 0.
-// Idempotent.
+// grace period) and reports those that did not exit with status 0, and
+// those that had exited before. Idempotent.
 func (f *Proxies) Close() error {
 	f.mu.Lock()
 	if f.closed {
@@ -325,12 +325,11 @@ func (f *Proxies) Close() error {
 				errs[i] = err
 				return
 			}
-			if exit := pr.exit(); exit != "exit status 0" {
-				how := "on SIGTERM"
-				if !wasRunning {
-					how = "before SIGTERM"
-				}
-				errs[i] = fmt.Errorf("kuma-dp %s ended %s: %s", p.Name, how, exit)
+			switch exit := pr.exit(); {
+			case !wasRunning:
+				errs[i] = fmt.Errorf("kuma-dp %s had ended before SIGTERM: %s", p.Name, exit)
+			case exit != "exit status 0":
+				errs[i] = fmt.Errorf("kuma-dp %s ended on SIGTERM: %s", p.Name, exit)
 			}
 		})
 	}

@@ -316,6 +316,9 @@ func TestProxiesNotAvailable(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "not available") || errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("WaitReady: %v", err)
 	}
+	if err := f.Close(); err == nil || !strings.Contains(err.Error(), "had ended before SIGTERM: exit status 1") {
+		t.Errorf("close after the proxies exited by themselves: %v", err)
+	}
 	if _, err := NewProxies(ProxyOptions{Pairs: 1, BinDir: t.TempDir(), WorkDir: work, XDS: []string{"x"}}); err == nil {
 		t.Error("no kuma-dp in bin-dir: no error")
 	}

@@ -312,6 +312,27 @@ func TestProxyTraffic(t *testing.T) {
 	if v := ProxyTraffic(broken, faults); v.Result != Fail {
 		t.Fatalf("failure while only a control plane replica was down: %s", v)
 	}
+	// A proxy that stops serving fails every later request: one stretch
+	// per proxy, broken by a success, with the first and last error.
+	var stopped []ProxyRequest
+	for i := range int64(50) {
+		r := ProxyRequest{Proxy: "b", Invoke: 100 + 2*i, Complete: 101 + 2*i, Err: "connection refused"}
+		if i == 10 {
+			r.OK, r.Err = true, ""
+		}
+		if i == 49 {
+			r.Err = "reset"
+		}
+		stopped = append(stopped, r)
+	}
+	stopped = append(stopped, ProxyRequest{Proxy: "a", Invoke: 1, Complete: 2, OK: true})
+	v := ProxyTraffic(stopped, faults)
+	if v.Result != Fail || len(v.Problems) != 2 || !strings.Contains(v.Summary, "49 of 51 requests judged failed, in 2 stretches") {
+		t.Fatalf("stopped proxy: %s", v)
+	}
+	if want := "proxy b: 39 requests in a row failed from 0.000s to 0.000s outside any data plane fault: connection refused; the last: reset"; v.Problems[1] != want {
+		t.Errorf("problem = %q, want %q", v.Problems[1], want)
+	}
 }
 
 func TestAllOK(t *testing.T) {

@@ -1,7 +1,9 @@
 package check
 
 import (
+	"cmp"
 	"fmt"
+	"slices"
 
 	"github.com/kuma-ha/kuma-ha/chaos/history"
 )
@@ -36,37 +38,77 @@ type ProxyEvent struct {
 // every fault that leaves the data plane untouched: a control plane that is
 // killed, paused or partitioned must not break connections between proxies
 // that already have their configuration. Requests overlapping a fault marked
-// DataPlane are not judged. With no proxy traffic recorded (no proxy workload
-// in this run) the verdict is Skipped.
+// DataPlane are not judged. Failures are reported per proxy as stretches of
+// consecutive failed requests (a proxy that stopped serving fails every
+// request until the end: one problem, not thousands). With no proxy traffic
+// recorded (no proxy workload in this run) the verdict is Skipped.
 func ProxyTraffic(reqs []ProxyRequest, faults []history.Fault) Verdict {
 	v := Verdict{Checker: "proxy-traffic"}
 	if len(reqs) == 0 {
 		v.Result = Skipped
-		v.Summary = "no proxy traffic in this run (the proxy workload needs kuma-dp)"
+		v.Summary = "no proxy traffic in this run (--proxies 0)"
 		return v
 	}
-	var p problems
-	judged, excused := 0, 0
+	byProxy := map[string][]ProxyRequest{}
+	var names []string
 	for _, r := range reqs {
-		touched := false
-		for _, f := range faults {
-			if f.DataPlane && r.Invoke <= f.End && r.Complete >= f.Start {
-				touched = true
-				break
-			}
+		if _, ok := byProxy[r.Proxy]; !ok {
+			names = append(names, r.Proxy)
 		}
-		if touched {
-			excused++
-			continue
-		}
-		judged++
-		if !r.OK {
-			p.addf("proxy %s: request at %s failed outside any data plane fault: %s", r.Proxy, ms(r.Invoke), r.Err)
-		}
+		byProxy[r.Proxy] = append(byProxy[r.Proxy], r)
 	}
-	if p.count() > 0 {
+	slices.Sort(names)
+	var p problems
+	judged, excused, failed := 0, 0, 0
+	for _, name := range names {
+		rs := byProxy[name]
+		slices.SortStableFunc(rs, func(a, b ProxyRequest) int { return cmp.Compare(a.Invoke, b.Invoke) })
+		var run []ProxyRequest // consecutive judged failures
+		flush := func() {
+			if len(run) == 0 {
+				return
+			}
+			first, last := run[0], run[len(run)-1]
+			if len(run) == 1 {
+				p.addf("proxy %s: request at %s failed outside any data plane fault: %s", name, ms(first.Invoke), first.Err)
+			} else {
+				msg := fmt.Sprintf("proxy %s: %d requests in a row failed from %s to %s outside any data plane fault: %s", name, len(run), ms(first.Invoke), ms(last.Complete), first.Err)
+				if last.Err != first.Err {
+					msg += "; the last: " + last.Err
+				}
+				p.addf("%s", msg)
+			}
+			run = run[:0]
+		}
+		for _, r := range rs {
+			touched := false
+			for _, f := range faults {
+				if f.DataPlane && r.Invoke <= f.End && r.Complete >= f.Start {
+					touched = true
+					break
+				}
+			}
+			if touched {
+				excused++
+				continue
+			}
+			judged++
+			if r.OK {
+				flush()
+				continue
+			}
+			failed++
+			run = append(run, r)
+		}
+		flush()
+	}
+	if failed > 0 {
 		v.Result = Fail
-		v.Summary = fmt.Sprintf("%d of %d requests judged failed (%d overlapped data plane faults)", p.count(), judged, excused)
+		stretches := "stretches"
+		if p.count() == 1 {
+			stretches = "stretch"
+		}
+		v.Summary = fmt.Sprintf("%d of %d requests judged failed, in %d %s (%d overlapped data plane faults)", failed, judged, p.count(), stretches, excused)
 		v.Problems = p.out()
 		return v
 	}
