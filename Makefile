@@ -6,7 +6,7 @@ LDFLAGS := -s -w -X github.com/kuma-ha/kuma-ha/cmd/internal/version.Version=$(VE
 BINARIES := kuma-cp kuma-dp kumactl
 FUZZTIME ?= 20s
 
-.PHONY: help build run test test-short bench bench-xds fuzz lint clean
+.PHONY: help build run test test-short bench bench-dp bench-xds fuzz lint clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -24,10 +24,14 @@ test: ## every test, with the race detector (integration tests start built binar
 test-short: ## unit tests only (skips the multi-process integration tests)
 	$(GO) test -race -short -count=1 ./...
 
-bench: build ## BENCHMARKS.md: replicated writes vs etcd, failover, snapshot/restore (installs etcd-server if missing); xDS: make bench-xds
+bench: build ## BENCHMARKS.md: replicated writes vs etcd, failover, snapshot/restore, data plane (installs etcd-server if missing); xDS: make bench-xds
 	@command -v etcd >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq etcd-server)
 	CGO_ENABLED=0 $(GO) build -o bin/kuma-bench ./cmd/kuma-bench
 	./bin/kuma-bench all --bin-dir bin --out BENCHMARKS.md
+
+bench-dp: build ## BENCHMARKS.md data plane section: kuma-dp's built-in proxy vs direct (throughput, added latency, RSS, CPU)
+	CGO_ENABLED=0 $(GO) build -o bin/kuma-bench ./cmd/kuma-bench
+	./bin/kuma-bench dataplane --bin-dir bin --out BENCHMARKS.md
 
 bench-xds: build ## BENCHMARKS.md xDS sections: kuma-xds-load with 100, 1,000 and 5,000 simulated proxies (SotW and delta)
 	CGO_ENABLED=0 $(GO) build -o bin/kuma-xds-load ./cmd/kuma-xds-load

@@ -18,26 +18,29 @@ import (
 
 // config is every flag of kuma-bench.
 type config struct {
-	binDir   string
-	out      string
-	quick    bool
-	duration time.Duration // per concurrency level (writes)
-	rounds   int           // failover
-	count    int           // snapshot
-	etcdBin  string
-	keepDirs bool
-	systems  map[string]bool // writes: which systems to drive
+	binDir     string
+	out        string
+	quick      bool
+	duration   time.Duration // per concurrency level (writes)
+	rounds     int           // failover
+	count      int           // snapshot
+	dpDuration time.Duration // dataplane: per measure and path
+	etcdBin    string
+	keepDirs   bool
+	systems    map[string]bool // writes: which systems to drive
 
 	cmdline string
 	log     *slog.Logger
 	stderr  io.Writer
 }
 
-const usage = `Usage: kuma-bench [flags] writes|failover|snapshot|all
+const usage = `Usage: kuma-bench [flags] writes|failover|snapshot|dataplane|all
 
   writes    write throughput and latency of 3 kuma-cp replicas vs 3 etcd members
   failover  unavailability of writes when the kuma-cp leader is SIGKILLed
   snapshot  time and peak RSS of snapshot and restore of 100,000 Dataplanes
+  dataplane kuma-dp's built-in proxy (two hops) vs a direct connection:
+            throughput, added latency, requests/s, RSS and CPU
 
 xDS propagation is measured by kuma-xds-load (make bench-xds).
   all       every benchmark above; the --out file gets one section each
@@ -48,6 +51,9 @@ Flags (before or after the subcommand):
 func main() {
 	if len(os.Args) > 1 && (os.Args[1] == cmdSnapshotFill || os.Args[1] == cmdSnapshotRestore) {
 		os.Exit(runSnapshotChild(os.Args[1], os.Args[2:], os.Stdout))
+	}
+	if len(os.Args) > 1 && os.Args[1] == cmdDPApp {
+		os.Exit(runDPApp(os.Args[2:], os.Stdout))
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -73,10 +79,11 @@ func parseArgs(args []string, stderr io.Writer) (*config, string, error) {
 	fs.Usage = func() { fmt.Fprint(stderr, usage); fs.PrintDefaults() }
 	fs.StringVar(&cfg.binDir, "bin-dir", "bin", "directory holding the kuma-cp binary")
 	fs.StringVar(&cfg.out, "out", "BENCHMARKS.md", "markdown file the results are written to")
-	fs.BoolVar(&cfg.quick, "quick", false, "short smoke run: 2 s per level, 3 failover rounds, 10,000 Dataplanes")
+	fs.BoolVar(&cfg.quick, "quick", false, "short smoke run: 2 s per level, 3 failover rounds, 10,000 Dataplanes, 1 s per dataplane measure")
 	fs.DurationVar(&cfg.duration, "duration", 10*time.Second, "writes: how long each concurrency level runs")
 	fs.IntVar(&cfg.rounds, "rounds", 10, "failover: leader kills (at least 10 unless --quick)")
 	fs.IntVar(&cfg.count, "count", 100_000, "snapshot: Dataplanes in the state")
+	fs.DurationVar(&cfg.dpDuration, "dp-duration", 5*time.Second, "dataplane: how long each measure runs, direct and proxied each")
 	fs.StringVar(&cfg.etcdBin, "etcd", "etcd", "etcd binary (Debian package etcd-server)")
 	fs.BoolVar(&cfg.keepDirs, "keep", false, "keep data dirs and logs in the temporary directory")
 	systems := fs.String("systems", "kuma-cp,etcd", "writes: comma-separated systems to drive (kuma-cp, etcd)")
@@ -107,7 +114,9 @@ func parseArgs(args []string, stderr io.Writer) (*config, string, error) {
 		if !set["count"] {
 			cfg.count = 10_000
 		}
-
+		if !set["dp-duration"] {
+			cfg.dpDuration = time.Second
+		}
 	}
 	switch {
 	case cfg.duration <= 0 || cfg.duration > time.Hour:
@@ -116,6 +125,8 @@ func parseArgs(args []string, stderr io.Writer) (*config, string, error) {
 		return nil, "", usageError{fmt.Sprintf("--rounds must be in [1, 1000], got %d", cfg.rounds)}
 	case !cfg.quick && cfg.rounds < 10:
 		return nil, "", usageError{fmt.Sprintf("--rounds must be at least 10 (or use --quick), got %d", cfg.rounds)}
+	case cfg.dpDuration <= 0 || cfg.dpDuration > 10*time.Minute:
+		return nil, "", usageError{fmt.Sprintf("--dp-duration must be in (0, 10m], got %s", cfg.dpDuration)}
 	case cfg.count < 1 || cfg.count > 10_000_000:
 		return nil, "", usageError{fmt.Sprintf("--count must be in [1, 10000000], got %d", cfg.count)}
 	case cfg.out == "":
@@ -141,18 +152,19 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	cfg.stderr = stderr
 	cfg.log = slog.New(slog.NewTextHandler(stderr, nil)).With("component", "kuma-bench")
 	benches := map[string]func(context.Context, *config) (string, error){
-		"writes":   benchWrites,
-		"failover": benchFailover,
-		"snapshot": benchSnapshot,
+		"writes":    benchWrites,
+		"failover":  benchFailover,
+		"snapshot":  benchSnapshot,
+		"dataplane": benchDataplane,
 	}
 	var names []string
 	switch sub {
 	case "all":
 		names = sectionOrder
-	case "writes", "failover", "snapshot":
+	case "writes", "failover", "snapshot", "dataplane":
 		names = []string{sub}
 	default:
-		return usageError{fmt.Sprintf("unknown subcommand %q (want writes, failover, snapshot or all)", sub)}
+		return usageError{fmt.Sprintf("unknown subcommand %q (want writes, failover, snapshot, dataplane or all)", sub)}
 	}
 	if sub != "snapshot" {
 		abs, err := filepath.Abs(cfg.binDir)

@@ -12,7 +12,7 @@ import (
 
 // The output file is a fixed header and one section per benchmark between
 // markers, so that running one benchmark replaces only its own section.
-var sectionOrder = []string{"writes", "failover", "snapshot"}
+var sectionOrder = []string{"writes", "failover", "snapshot", "dataplane"}
 
 const (
 	markBegin = "<!-- kuma-bench:begin %s -->"
@@ -125,6 +125,8 @@ func sectionTitle(name string) string {
 		return "Leader failover"
 	case "snapshot":
 		return "Snapshot and restore"
+	case "dataplane":
+		return "Data plane proxy: throughput, added latency, memory (kuma-dp)"
 	}
 	return name
 }
