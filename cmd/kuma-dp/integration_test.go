@@ -485,9 +485,13 @@ func TestIntegrationDataplane(t *testing.T) {
 			t.Fatalf("the caller logged being frozen %d times, want once", n)
 		}
 
-		// Restart the caller: it serves from its state dir at once.
+		// Restart the caller: SIGTERM drains and exits 0, and it serves
+		// from its state dir at once when started again.
 		if err := caller.Stop(); err != nil {
 			t.Fatal(err)
+		}
+		if err := caller.ExitErr(); err != nil {
+			t.Fatalf("caller after SIGTERM: %v", err)
 		}
 		started := time.Now()
 		if err := caller.Start(); err != nil {
