@@ -13,6 +13,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/kuma-ha/kuma-ha/dp/agent"
+	"github.com/kuma-ha/kuma-ha/dp/envoy"
 	"github.com/kuma-ha/kuma-ha/dp/proxy"
 	"github.com/kuma-ha/kuma-ha/dp/xdsclient"
 	"github.com/kuma-ha/kuma-ha/fsm/resource"
@@ -95,6 +96,7 @@ func fillFromEnv(fs *pflag.FlagSet, getenv func(string) string) error {
 type resolved struct {
 	nodeID    string
 	dataplane []byte // nil without a document
+	service   string // the Dataplane's first kuma.io/service, "" without a document
 	servers   []string
 	envoy     string // Envoy binary, "" for the built-in proxy
 }
@@ -153,11 +155,11 @@ func (c *Config) Validate() (*resolved, error) {
 	default:
 		errs = append(errs, fmt.Errorf("--proxy: %q must be auto, builtin or envoy", c.Proxy))
 	}
-	nodeID, doc, err := c.dataplane()
+	nodeID, doc, svc, err := c.dataplane()
 	if err != nil {
 		errs = append(errs, err)
 	}
-	out.nodeID, out.dataplane = nodeID, doc
+	out.nodeID, out.dataplane, out.service = nodeID, doc, svc
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
@@ -165,35 +167,36 @@ func (c *Config) Validate() (*resolved, error) {
 }
 
 // dataplane reads and validates the Dataplane document (as the control
-// plane will) and returns the node id and the document to send.
-func (c *Config) dataplane() (string, []byte, error) {
+// plane will) and returns the node id, the document to send and its first
+// service.
+func (c *Config) dataplane() (string, []byte, string, error) {
 	var (
 		doc  []byte
 		flag string
 	)
 	switch {
 	case c.DataplaneFile != "" && c.Dataplane != "":
-		return "", nil, errors.New("--dataplane-file, --dataplane: give one, not both")
+		return "", nil, "", errors.New("--dataplane-file, --dataplane: give one, not both")
 	case c.DataplaneFile != "":
 		flag = "--dataplane-file " + c.DataplaneFile
 		b, err := os.ReadFile(c.DataplaneFile)
 		if err != nil {
-			return "", nil, fmt.Errorf("--dataplane-file: %w", err)
+			return "", nil, "", fmt.Errorf("--dataplane-file: %w", err)
 		}
 		doc = b
 	case c.Dataplane != "":
 		flag, doc = "--dataplane", []byte(c.Dataplane)
 	default:
 		if c.Name == "" {
-			return "", nil, errors.New("--dataplane-file, --dataplane or --name: required: the Dataplane to register, or the name of one that exists")
+			return "", nil, "", errors.New("--dataplane-file, --dataplane or --name: required: the Dataplane to register, or the name of one that exists")
 		}
 		if c.Mesh == "" {
-			return "", nil, errors.New("--mesh: required with --name")
+			return "", nil, "", errors.New("--mesh: required with --name")
 		}
-		return c.Mesh + "." + c.Name, nil, nil
+		return c.Mesh + "." + c.Name, nil, "", nil
 	}
 	if len(strings.TrimSpace(string(doc))) == 0 {
-		return "", nil, fmt.Errorf("%s: empty", flag)
+		return "", nil, "", fmt.Errorf("%s: empty", flag)
 	}
 	format := resource.YAML
 	if strings.HasPrefix(strings.TrimSpace(string(doc)), "{") {
@@ -201,10 +204,10 @@ func (c *Config) dataplane() (string, []byte, error) {
 	}
 	r, err := resource.Decode(doc, format)
 	if err != nil {
-		return "", nil, fmt.Errorf("%s: %w", flag, err)
+		return "", nil, "", fmt.Errorf("%s: %w", flag, err)
 	}
 	if r.Type != resource.TypeDataplane {
-		return "", nil, fmt.Errorf("%s: type: must be Dataplane, got %q", flag, r.Type)
+		return "", nil, "", fmt.Errorf("%s: type: must be Dataplane, got %q", flag, r.Type)
 	}
 	if r.Name == "" {
 		r.Name = c.Name
@@ -213,18 +216,36 @@ func (c *Config) dataplane() (string, []byte, error) {
 		r.Mesh = c.Mesh
 	}
 	if c.Name != "" && r.Name != c.Name {
-		return "", nil, fmt.Errorf("%s: name: %q does not match --name %q", flag, r.Name, c.Name)
+		return "", nil, "", fmt.Errorf("%s: name: %q does not match --name %q", flag, r.Name, c.Name)
 	}
 	if r.Name == "" {
-		return "", nil, fmt.Errorf("%s: name: required (or give --name)", flag)
+		return "", nil, "", fmt.Errorf("%s: name: required (or give --name)", flag)
 	}
 	resource.Default(r)
 	if verrs := resource.Validate(r); len(verrs) > 0 {
-		return "", nil, fmt.Errorf("%s: %w", flag, verrs)
+		return "", nil, "", fmt.Errorf("%s: %w", flag, verrs)
 	}
 	// The document goes as given: the control plane takes the name and
 	// mesh it lacks from the node id, and validates it again.
-	return r.Mesh + "." + r.Name, doc, nil
+	return r.Mesh + "." + r.Name, doc, firstService(r), nil
+}
+
+// firstService is the kuma.io/service of the Dataplane's first inbound (or
+// gateway): Envoy's node cluster.
+func firstService(r *resource.Resource) string {
+	dp, ok := r.Spec.(*resource.DataplaneSpec)
+	if !ok || dp == nil {
+		return ""
+	}
+	for _, in := range dp.Networking.Inbound {
+		if svc := in.Tags[resource.ServiceTag]; svc != "" {
+			return svc
+		}
+	}
+	if dp.Networking.Gateway != nil {
+		return dp.Networking.Gateway.Tags[resource.ServiceTag]
+	}
+	return ""
 }
 
 // run validates cfg, builds the agent and serves until ctx ends.
@@ -241,10 +262,20 @@ func run(ctx context.Context, cfg Config, h slog.Handler) error {
 	}
 	defer state.Close()
 	var engine agent.Engine
+	kind := "builtin"
 	if res.envoy != "" {
-		return fmt.Errorf("--proxy: running Envoy (%s) is not supported by this build; use --proxy builtin", res.envoy)
+		e, err := envoy.New(envoy.Options{Binary: res.envoy, NodeID: res.nodeID, Cluster: res.service,
+			AdminAddr: cfg.EnvoyAdmin, DrainTime: cfg.DrainTime, Logger: log, LogLevel: cfg.LogLevel})
+		if err != nil {
+			return fmt.Errorf("--envoy-binary %s: %w", res.envoy, err)
+		}
+		if err := e.Start(ctx); err != nil {
+			return fmt.Errorf("--envoy-binary %s: %w", res.envoy, err)
+		}
+		engine, kind = e, "envoy"
+	} else {
+		engine = agent.Builtin{Proxy: proxy.New(proxy.Options{Logger: log, DrainTime: cfg.DrainTime})}
 	}
-	engine = agent.Builtin{Proxy: proxy.New(proxy.Options{Logger: log, DrainTime: cfg.DrainTime})}
 	a, err := agent.New(agent.Config{
 		NodeID:    res.nodeID,
 		Dataplane: res.dataplane,
@@ -257,8 +288,12 @@ func run(ctx context.Context, cfg Config, h slog.Handler) error {
 		Logger:    log,
 	})
 	if err != nil {
+		// The agent never ran: stop the engine here (Envoy is a process).
+		sctx, cancel := context.WithTimeout(context.Background(), cfg.DrainTime)
+		_ = engine.Shutdown(sctx)
+		cancel()
 		return err
 	}
-	log.Info("kuma-dp started", "node", res.nodeID, "cp", res.servers, "admin", a.AdminAddr(), "stateDir", cfg.StateDir, "proxy", "builtin")
+	log.Info("kuma-dp started", "node", res.nodeID, "cp", res.servers, "admin", a.AdminAddr(), "stateDir", cfg.StateDir, "proxy", kind)
 	return a.Run(ctx)
 }

@@ -383,6 +383,45 @@ func TestIntegrationDataplane(t *testing.T) {
 		}
 	})
 
+	t.Run("the replica a proxy uses is paused: it moves within a few seconds", func(t *testing.T) {
+		st, err := caller.status(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var paused *tc.Replica
+		for _, r := range c.Replicas() {
+			if r.XDSAddr == st.Replica {
+				paused = r
+			}
+		}
+		if paused == nil {
+			t.Fatalf("caller is on %q, not a replica", st.Replica)
+		}
+		tr := startTraffic(through, 20*time.Millisecond)
+		if err := paused.Pause(); err != nil {
+			t.Fatal(err)
+		}
+		at := time.Now()
+		eventually(t, "the caller off the paused replica", 10*time.Second, func() (bool, string) {
+			st, err := caller.status(ctx)
+			if err != nil {
+				return false, err.Error()
+			}
+			return st.Connected && st.Replica != paused.XDSAddr, fmt.Sprintf("%+v", st)
+		})
+		t.Logf("caller left the paused replica after %s", time.Since(at))
+		if err := paused.Resume(); err != nil {
+			t.Fatal(err)
+		}
+		ok, fails := tr.stop()
+		if len(fails) > 0 {
+			t.Fatalf("%d of %d requests failed while a replica was paused: %v", len(fails), ok+int64(len(fails)), fails)
+		}
+		if err := c.WaitHealthy(ctx); err != nil {
+			t.Fatal(err)
+		}
+	})
+
 	t.Run("one replica of three left: frozen but serving, no new proxies", func(t *testing.T) {
 		st, err := caller.status(ctx)
 		if err != nil {

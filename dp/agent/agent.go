@@ -65,10 +65,12 @@ type Config struct {
 	Engine Engine
 	// DrainTime bounds Shutdown's drain [30s].
 	DrainTime time.Duration
-	// KeepaliveTime and KeepaliveTimeout tune how fast a silent replica is
-	// left [5s, 3s].
-	KeepaliveTime, KeepaliveTimeout time.Duration
-	Logger                          *slog.Logger
+	// ProbeInterval and ProbeTimeout: the replica of the stream is asked
+	// whether it is alive every ProbeInterval and left after two probes in
+	// a row went unanswered within ProbeTimeout [1s, 1s]: a paused replica
+	// is left within about 3 s. (gRPC keepalive alone takes at least 10 s.)
+	ProbeInterval, ProbeTimeout time.Duration
+	Logger                      *slog.Logger
 }
 
 // Agent runs one proxy: an xDS client that fails over between replicas, the
@@ -111,11 +113,11 @@ func New(cfg Config) (*Agent, error) {
 	if cfg.DrainTime <= 0 {
 		cfg.DrainTime = 30 * time.Second
 	}
-	if cfg.KeepaliveTime == 0 {
-		cfg.KeepaliveTime = 5 * time.Second
+	if cfg.ProbeInterval == 0 {
+		cfg.ProbeInterval = time.Second
 	}
-	if cfg.KeepaliveTimeout == 0 {
-		cfg.KeepaliveTimeout = 3 * time.Second
+	if cfg.ProbeTimeout == 0 {
+		cfg.ProbeTimeout = time.Second
 	}
 	a := &Agent{cfg: cfg, log: cfg.Logger.With("component", "kuma-dp", "node", cfg.NodeID)}
 
@@ -147,8 +149,10 @@ func New(cfg Config) (*Agent, error) {
 			return a.reject(client, typeURL, resources)
 		},
 		Initial:          saved,
-		KeepaliveTime:    cfg.KeepaliveTime,
-		KeepaliveTimeout: cfg.KeepaliveTimeout,
+		KeepaliveTime:    10 * time.Second, // grpc-go's floor
+		KeepaliveTimeout: 3 * time.Second,
+		ProbeInterval:    cfg.ProbeInterval,
+		ProbeTimeout:     cfg.ProbeTimeout,
 	})
 	if err != nil {
 		return nil, err

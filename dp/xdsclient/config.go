@@ -63,6 +63,13 @@ type Config struct {
 	// is how a paused or cut-off replica is noticed [30s, 10s; the server
 	// refuses pings more often than every 5s]. Ignored with a Fleet.
 	KeepaliveTime, KeepaliveTimeout time.Duration
+	// ProbeInterval, if set, makes the client ask the replica of its stream
+	// whether it is alive every ProbeInterval (the replica-discovery method,
+	// over the same connection) and leave it after ProbeFailures probes in
+	// a row got no answer within ProbeTimeout [1s, 2]: a paused replica is
+	// left within about ProbeInterval × ProbeFailures + ProbeTimeout.
+	ProbeInterval, ProbeTimeout time.Duration
+	ProbeFailures               int
 	// Fleet, if set, shares gRPC connections and decoded resources with the
 	// other clients using it (the load tool runs thousands of clients).
 	Fleet *Fleet
@@ -115,6 +122,15 @@ func (c *Config) validate() error {
 	}
 	if c.KeepaliveTimeout == 0 {
 		c.KeepaliveTimeout = DefaultKeepaliveTimeout
+	}
+	if c.ProbeInterval < 0 || c.ProbeTimeout < 0 || c.ProbeFailures < 0 {
+		errs = append(errs, errors.New("ProbeInterval, ProbeTimeout, ProbeFailures: must not be negative"))
+	}
+	if c.ProbeTimeout == 0 {
+		c.ProbeTimeout = time.Second
+	}
+	if c.ProbeFailures == 0 {
+		c.ProbeFailures = 2
 	}
 	if c.DiscoverInterval == 0 {
 		c.DiscoverInterval = DefaultDiscoverInterval

@@ -2,7 +2,10 @@ package xdsclient
 
 import (
 	"context"
+	"net"
 	"slices"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -99,5 +102,118 @@ func TestPickAvoidsFailed(t *testing.T) {
 	c.mu.failedAt["b:1"] = time.Now().Add(-2 * avoidFor)
 	if got := c.pick("c:1", ""); got != "b:1" {
 		t.Fatalf("b failed long ago: %s, want b", got)
+	}
+}
+
+// freezer forwards TCP to a target and can stop passing bytes while
+// keeping every connection open, as a paused (SIGSTOP) replica does.
+type freezer struct {
+	l      net.Listener
+	target string
+	mu     sync.Mutex
+	thawCh chan struct{} // nil while flowing; closed to thaw
+	wg     sync.WaitGroup
+	conns  []net.Conn
+}
+
+func newFreezer(t *testing.T, target string) *freezer {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &freezer{l: l, target: target}
+	f.wg.Go(func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			u, err := net.Dial("tcp", target)
+			if err != nil {
+				c.Close()
+				continue
+			}
+			f.mu.Lock()
+			f.conns = append(f.conns, c, u)
+			f.mu.Unlock()
+			f.wg.Go(func() { f.pipe(u, c) })
+			f.wg.Go(func() { f.pipe(c, u) })
+		}
+	})
+	t.Cleanup(func() {
+		l.Close()
+		f.thaw()
+		f.mu.Lock()
+		for _, c := range f.conns {
+			c.Close()
+		}
+		f.mu.Unlock()
+		f.wg.Wait()
+	})
+	return f
+}
+
+func (f *freezer) pipe(dst, src net.Conn) {
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := src.Read(buf)
+		if n > 0 {
+			f.mu.Lock()
+			ch := f.thawCh
+			f.mu.Unlock()
+			if ch != nil {
+				<-ch
+			}
+			if _, werr := dst.Write(buf[:n]); werr != nil {
+				return
+			}
+		}
+		if err != nil {
+			dst.Close()
+			return
+		}
+	}
+}
+
+func (f *freezer) freeze() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.thawCh == nil {
+		f.thawCh = make(chan struct{})
+	}
+}
+
+func (f *freezer) thaw() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.thawCh != nil {
+		close(f.thawCh)
+		f.thawCh = nil
+	}
+}
+
+// TestProbeLeavesSilentReplica: a replica that keeps its connection open
+// but stops answering (paused) is left after the probes go unanswered.
+func TestProbeLeavesSilentReplica(t *testing.T) {
+	tc := newTestCluster(t, 2)
+	tc.put(dpDoc("web-1", "10.0.0.1", "web"))
+	fz := newFreezer(t, tc.replicas[0].addr)
+	c := newClient(t, Config{NodeID: "default.web-1", Servers: []string{fz.l.Addr().String(), tc.replicas[1].addr},
+		ProbeInterval: 100 * time.Millisecond, ProbeTimeout: 200 * time.Millisecond})
+	runClient(t, c)
+	waitFor(t, "connected through the freezer", func() bool {
+		st := c.Status()
+		return st.Connected && st.Server == fz.l.Addr().String() && c.Snapshot().Complete()
+	})
+	fz.freeze()
+	frozenAt := time.Now()
+	waitFor(t, "moved to the other replica", func() bool {
+		st := c.Status()
+		return st.Connected && st.Server == tc.replicas[1].addr
+	})
+	t.Logf("left the silent replica after %s", time.Since(frozenAt))
+	if err := c.Status().LastError; err == nil || !strings.Contains(err.Error(), "stopped answering") {
+		t.Fatalf("last error %v, want the probe's", err)
 	}
 }

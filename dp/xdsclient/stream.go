@@ -7,6 +7,7 @@ import (
 	"io"
 	"maps"
 	"slices"
+	"sync"
 	"time"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
@@ -15,8 +16,11 @@ import (
 	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/emptypb"
+	"google.golang.org/protobuf/types/known/structpb"
 )
 
 // healthyAfter: a stream that lived this long resets the backoff even if
@@ -42,12 +46,59 @@ func (s *session) run(ctx context.Context) error {
 		return err
 	}
 	defer release()
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	if s.c.cfg.Delta {
-		return s.runDelta(ctx, cc)
+	parent := ctx
+	ctx, cancel := context.WithCancelCause(ctx)
+	var wg sync.WaitGroup
+	defer func() { cancel(nil); wg.Wait() }()
+	if s.c.cfg.ProbeInterval > 0 {
+		wg.Go(func() { s.runProbe(ctx, cc, cancel) })
 	}
-	return s.runSotW(ctx, cc)
+	if s.c.cfg.Delta {
+		err = s.runDelta(ctx, cc)
+	} else {
+		err = s.runSotW(ctx, cc)
+	}
+	if cause := context.Cause(ctx); parent.Err() == nil && errors.Is(cause, errSilent) {
+		return cause
+	}
+	return err
+}
+
+// errSilent ends a stream to a replica that stopped answering.
+var errSilent = errors.New("replica stopped answering")
+
+// runProbe calls the replica's replica-discovery method every
+// ProbeInterval over the stream's connection and ends the stream after
+// ProbeFailures calls in a row got no answer within ProbeTimeout: a paused
+// or cut-off replica keeps a TCP connection open and sends nothing, which
+// the stream alone notices only after the keepalive (at least 10 s in
+// grpc-go). Any answer, an error status included, counts as alive.
+func (s *session) runProbe(ctx context.Context, cc *grpc.ClientConn, cancel context.CancelCauseFunc) {
+	t := time.NewTicker(s.c.cfg.ProbeInterval)
+	defer t.Stop()
+	failed := 0
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		pctx, pcancel := context.WithTimeout(ctx, s.c.cfg.ProbeTimeout)
+		err := cc.Invoke(pctx, replicasMethod, &emptypb.Empty{}, &structpb.Struct{})
+		pcancel()
+		if ctx.Err() != nil {
+			return
+		}
+		if code := status.Code(err); code == codes.DeadlineExceeded || code == codes.Unavailable {
+			failed++
+		} else {
+			failed = 0
+		}
+		if failed >= s.c.cfg.ProbeFailures {
+			cancel(fmt.Errorf("%w: %s: %d probes in a row unanswered within %s", errSilent, s.addr, failed, s.c.cfg.ProbeTimeout))
+			return
+		}
+	}
 }
 
 func (s *session) connected() {
