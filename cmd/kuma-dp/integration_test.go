@@ -221,6 +221,22 @@ func (d *dp) status(ctx context.Context) (*dpStatus, error) {
 	return &st, nil
 }
 
+// replica is the replica the proxy's stream is on.
+func (d *dp) replica(t *testing.T, ctx context.Context, c *tc.Cluster) *tc.Replica {
+	t.Helper()
+	st, err := d.status(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range c.Replicas() {
+		if r.XDSAddr == st.Replica {
+			return r
+		}
+	}
+	t.Fatalf("%s is on %q, not a replica", d.name, st.Replica)
+	return nil
+}
+
 func (d *dp) config(ctx context.Context) string {
 	_, _, body, _ := tc.Get(ctx, "http://"+d.admin+"/config")
 	return string(body)
@@ -384,19 +400,7 @@ func TestIntegrationDataplane(t *testing.T) {
 	})
 
 	t.Run("the replica a proxy uses is paused: it moves within a few seconds", func(t *testing.T) {
-		st, err := caller.status(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var paused *tc.Replica
-		for _, r := range c.Replicas() {
-			if r.XDSAddr == st.Replica {
-				paused = r
-			}
-		}
-		if paused == nil {
-			t.Fatalf("caller is on %q, not a replica", st.Replica)
-		}
+		paused := caller.replica(t, ctx, c)
 		tr := startTraffic(through, 20*time.Millisecond)
 		if err := paused.Pause(); err != nil {
 			t.Fatal(err)
@@ -423,19 +427,7 @@ func TestIntegrationDataplane(t *testing.T) {
 	})
 
 	t.Run("one replica of three left: frozen but serving, no new proxies", func(t *testing.T) {
-		st, err := caller.status(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var survivor *tc.Replica
-		for _, r := range c.Replicas() {
-			if r.XDSAddr == st.Replica {
-				survivor = r
-			}
-		}
-		if survivor == nil {
-			t.Fatalf("caller is on %q, not a replica", st.Replica)
-		}
+		survivor := caller.replica(t, ctx, c)
 		tr := startTraffic(through, 20*time.Millisecond)
 		var others []*tc.Replica
 		for _, r := range c.Replicas() {
