@@ -7,10 +7,12 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -608,4 +610,55 @@ func logSince(t *testing.T, d *dp, off int64) string {
 		t.Fatal(err)
 	}
 	return string(b[off:])
+}
+
+// TestBadInputExits: the built binary refuses bad input with a message
+// naming the problem and exit status 1, before it starts anything.
+func TestBadInputExits(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs the built binary")
+	}
+	bin := filepath.Join(binDir(t), "kuma-dp")
+	dir := t.TempDir()
+	good := filepath.Join(dir, "dp.yaml")
+	if err := os.WriteFile(good, []byte(echoDoc("web-1", 8080, 80)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	bad := filepath.Join(dir, "bad.yaml")
+	if err := os.WriteFile(bad, []byte(strings.Replace(echoDoc("web-1", 8080, 80), "port: 8080", "port: 99999", 1)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	notDir := filepath.Join(dir, "file")
+	if err := os.WriteFile(notDir, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name string
+		args []string
+		want []string
+	}{
+		{"invalid dataplane file", []string{"--dataplane-file", bad}, []string{"--dataplane-file", "networking.inbound[0].port"}},
+		{"missing dataplane file", []string{"--dataplane-file", filepath.Join(dir, "none.yaml")}, []string{"--dataplane-file", "none.yaml"}},
+		{"address format", []string{"--dataplane-file", good, "--cp-address", "https://cp:5678"}, []string{"--cp-address", "https"}},
+		{"state dir not writable", []string{"--dataplane-file", good, "--state-dir", filepath.Join(notDir, "state")}, []string{"--state-dir", "not a directory"}},
+		{"admin address invalid", []string{"--dataplane-file", good, "--admin-addr", "256.0.0.1:1"}, []string{"--admin-addr"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			args := append([]string{"run", "--cp-address", "grpc://127.0.0.1:1", "--state-dir", filepath.Join(dir, tc.name)}, tc.args...)
+			cmd := exec.Command(bin, args...)
+			out, err := cmd.CombinedOutput()
+			var exit *exec.ExitError
+			if !errors.As(err, &exit) || exit.ExitCode() != 1 {
+				t.Fatalf("exit: %v, want status 1; output:\n%s", err, out)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(string(out), w) {
+					t.Errorf("output does not mention %q:\n%s", w, out)
+				}
+			}
+			if strings.Contains(string(out), "panic") || strings.Contains(string(out), "goroutine") {
+				t.Fatalf("panicked:\n%s", out)
+			}
+		})
+	}
 }
