@@ -307,7 +307,7 @@ func (a *Agent) apply(snap *xdsclient.Snapshot, source string) error {
 }
 
 // watchEvery is how often runWatch looks at the client's state.
-const watchEvery = 100 * time.Millisecond
+const watchEvery = 250 * time.Millisecond
 
 // runWatch turns the client's state into log lines said once, not in a
 // loop: frozen and thawed, and why a proxy cannot get config (a
@@ -315,7 +315,10 @@ const watchEvery = 100 * time.Millisecond
 func (a *Agent) runWatch(ctx context.Context) {
 	t := time.NewTicker(watchEvery)
 	defer t.Stop()
-	var lastReason string
+	var (
+		lastReason      string
+		saidUnreachable bool
+	)
 	for {
 		select {
 		case <-ctx.Done():
@@ -334,6 +337,16 @@ func (a *Agent) runWatch(ctx context.Context) {
 		}
 		since := a.mu.frozenSince
 		a.mu.Unlock()
+		unreachable := !hasConfig && !st.Connected && st.Failures >= len(st.Servers) && refusal(st.LastError) == ""
+		switch {
+		case unreachable && !saidUnreachable:
+			a.log.Warn("no control plane replica is reachable, and there is no saved config to serve; retrying",
+				"replicas", st.Servers, "lastError", errString(st.LastError))
+			saidUnreachable = true
+		case st.Connected && saidUnreachable:
+			a.log.Info("control plane reachable", "server", st.Server)
+			saidUnreachable = false
+		}
 		switch {
 		case frozen && !wasFrozen:
 			a.log.Warn("no control plane replica is reachable: serving the last good config, frozen, until one is",

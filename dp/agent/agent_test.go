@@ -351,6 +351,29 @@ func TestRefusalLoggedOnce(t *testing.T) {
 	}
 }
 
+// TestUnreachableWithoutConfigSaidOnce: a new proxy that reaches no
+// replica says so once, not in a loop, and is not ready.
+func TestUnreachableWithoutConfigSaidOnce(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close() // nothing listens there now
+	var logs syncBuffer
+	a := newAgent(t, t.TempDir(), &fakeEngine{}, &logs, addr)
+	r := run(t, a)
+	defer r.stop(t)
+	waitFor(t, "said", func() bool { return strings.Contains(logs.String(), "no control plane replica is reachable, and there is no saved config") })
+	waitFor(t, "more attempts", func() bool { return a.client.Status().Failures >= 4 })
+	if n := strings.Count(logs.String(), "no control plane replica is reachable"); n != 1 {
+		t.Fatalf("said %d times:\n%s", n, logs.String())
+	}
+	if st := a.Status(); st.Ready || st.Frozen {
+		t.Fatalf("status %+v", st)
+	}
+}
+
 func TestStateDir(t *testing.T) {
 	dir := t.TempDir()
 	d, err := OpenStateDir(dir)
