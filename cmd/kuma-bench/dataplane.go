@@ -192,12 +192,12 @@ func runDataplane(ctx context.Context, cfg *config) (*dpResults, error) {
 		}
 		return &dpProcess{name: "kuma-dp " + name, proc: p, admin: admin}, nil
 	}
-	callee, err := startDP("callee", dpEchoDoc("callee", calleeIn, ports[0]), ports[5])
+	callee, err := startDP("callee", testcluster.InboundDataplane("callee", "echo", calleeIn, ports[0]), ports[5])
 	if err != nil {
 		return nil, err
 	}
 	defer stopLogged(cfg, callee.proc)
-	caller, err := startDP("caller", dpCallerDoc("caller", ports[2], callerIn, callerApp), ports[6])
+	caller, err := startDP("caller", testcluster.CallerDataplane("caller", "caller", callerIn, callerApp, "echo", ports[2]), ports[6])
 	if err != nil {
 		return nil, err
 	}
@@ -493,39 +493,4 @@ func loadAverage() string {
 		return ""
 	}
 	return strings.Join(f[:3], " ")
-}
-
-// dpEchoDoc is the callee's Dataplane: one inbound in front of the app.
-func dpEchoDoc(name string, port, appPort int) string {
-	return fmt.Sprintf(`type: Dataplane
-mesh: default
-name: %s
-networking:
-  address: 127.0.0.1
-  inbound:
-  - port: %d
-    servicePort: %d
-    tags:
-      kuma.io/service: echo
-`, name, port, appPort)
-}
-
-// dpCallerDoc is the caller's Dataplane: an outbound to service echo (its
-// own inbound carries nothing in this benchmark).
-func dpCallerDoc(name string, outPort, inPort, appPort int) string {
-	return fmt.Sprintf(`type: Dataplane
-mesh: default
-name: %s
-networking:
-  address: 127.0.0.1
-  inbound:
-  - port: %d
-    servicePort: %d
-    tags:
-      kuma.io/service: caller
-  outbound:
-  - port: %d
-    tags:
-      kuma.io/service: echo
-`, name, inPort, appPort, outPort)
 }

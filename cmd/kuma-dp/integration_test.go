@@ -256,35 +256,11 @@ func (d *dp) waitReady(t *testing.T, ctx context.Context, within time.Duration) 
 }
 
 func echoDoc(name string, port, appPort int) string {
-	return fmt.Sprintf(`type: Dataplane
-mesh: default
-name: %s
-networking:
-  address: 127.0.0.1
-  inbound:
-  - port: %d
-    servicePort: %d
-    tags:
-      kuma.io/service: echo
-`, name, port, appPort)
+	return tc.InboundDataplane(name, "echo", port, appPort)
 }
 
 func callerDoc(name string, outPort, inPort, appPort int) string {
-	return fmt.Sprintf(`type: Dataplane
-mesh: default
-name: %s
-networking:
-  address: 127.0.0.1
-  inbound:
-  - port: %d
-    servicePort: %d
-    tags:
-      kuma.io/service: caller
-  outbound:
-  - port: %d
-    tags:
-      kuma.io/service: echo
-`, name, inPort, appPort, outPort)
+	return tc.CallerDataplane(name, "caller", inPort, appPort, "echo", outPort)
 }
 
 func TestIntegrationDataplane(t *testing.T) {
