@@ -364,7 +364,9 @@ func TestUnreachableWithoutConfigSaidOnce(t *testing.T) {
 	a := newAgent(t, t.TempDir(), &fakeEngine{}, &logs, addr)
 	r := run(t, a)
 	defer r.stop(t)
-	waitFor(t, "said", func() bool { return strings.Contains(logs.String(), "no control plane replica is reachable, and there is no saved config") })
+	waitFor(t, "said", func() bool {
+		return strings.Contains(logs.String(), "no control plane replica is reachable, and there is no saved config")
+	})
 	waitFor(t, "more attempts", func() bool { return a.client.Status().Failures >= 4 })
 	if n := strings.Count(logs.String(), "no control plane replica is reachable"); n != 1 {
 		t.Fatalf("said %d times:\n%s", n, logs.String())
