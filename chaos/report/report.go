@@ -329,7 +329,10 @@ func niceStep(raw float64) float64 {
 	return 1200
 }
 
-var page = template.Must(template.New("report").Parse(`<!doctype html>
+var page = template.Must(template.New("report").Funcs(template.FuncMap{
+	// dur rounds a latency for reading, as summary.md does.
+	"dur": func(d time.Duration) string { return d.Round(10 * time.Microsecond).String() },
+}).Parse(`<!doctype html>
 <html><head><meta charset="utf-8"><title>{{.Title}}</title>
 <style>
 body{font-family:sans-serif;margin:24px;color:#222;max-width:1160px}
@@ -350,12 +353,12 @@ code{font-size:12px}
 <p>Top: fault windows per replica (partitions and network faults span every replica they involve). Middle: operations started per second, by outcome. Bottom: latency of each operation (log scale), by outcome.</p>
 {{.Timeline}}
 <h2>Operations</h2>
-<p>{{.Stats.Total}} operations on {{.Stats.Keys}} keys (final reads not counted); successful: p50 {{.Stats.P50}}, p99 {{.Stats.P99}}, max {{.Stats.Max}}.</p>
+<p>{{.Stats.Total}} operations on {{.Stats.Keys}} keys (final reads not counted); successful: p50 {{dur .Stats.P50}}, p99 {{dur .Stats.P99}}, max {{dur .Stats.Max}}.</p>
 <table><tr><th>op</th><th>ok</th><th>fail</th><th>unknown</th></tr>
 {{range .Kinds}}<tr><td>{{.Kind}}</td><td>{{.OK}}</td><td>{{.Fail}}</td><td>{{.Unknown}}</td></tr>{{end}}
 </table>
 {{if .Proxy}}<h2>Proxy traffic</h2>
-<p>{{.PStats.Requests}} TCP requests through {{.PStats.Callers}} caller proxies to the echo service behind {{.PStats.Callees}} callee proxies (kuma-dp on the host's loopback; a new connection per request, the payload echoed back exactly within {{.PStats.Timeout}}): {{.PStats.OK}} ok, {{.PStats.Failed}} failed; successful: p50 {{.PStats.P50}}, p99 {{.PStats.P99}}, max {{.PStats.Max}}. The lanes under the replicas in the timeline: requests per second (green: all ok, red: some failed), then each proxy's connection as its admin /status reported it every {{.PStats.PollEvery}} (coloured by replica; red: connected to none; orange: configuration frozen).</p>
+<p>{{.PStats.Requests}} TCP requests through {{.PStats.Callers}} caller proxies to the echo service behind {{.PStats.Callees}} callee proxies (kuma-dp on the host's loopback; a new connection per request, the payload echoed back exactly within {{.PStats.Timeout}}): {{.PStats.OK}} ok, {{.PStats.Failed}} failed; successful: p50 {{dur .PStats.P50}}, p99 {{dur .PStats.P99}}, max {{dur .PStats.Max}}. The lanes under the replicas in the timeline: requests per second (green: all ok, red: some failed), then each proxy's connection as its admin /status reported it every {{.PStats.PollEvery}} (coloured by replica; red: connected to none; orange: configuration frozen).</p>
 <table><tr><th>proxy</th><th>role</th><th>listens</th><th>requests</th><th>failed</th><th>p99</th><th>replicas, in order</th><th>moves</th><th>not connected (total / longest)</th><th>frozen</th><th>config versions</th><th>exit</th></tr>
 {{range .Proxies}}<tr><td>{{.Name}}</td><td>{{.Role}}</td><td>{{.Listen}}</td><td>{{.Requests}}</td><td>{{.Failed}}</td><td>{{.P99}}</td><td>{{.Replicas}}</td><td>{{.Moves}}</td><td>{{.Disconnected}} / {{.LongestDisconnected}}</td><td>{{.Frozen}}</td><td>{{.Versions}}</td><td>{{.Exit}}</td></tr>
 {{end}}</table>{{end}}
