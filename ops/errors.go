@@ -79,6 +79,9 @@ const (
 	titleRead   = "Could not read consistently"
 	// TitleNoQuorum is the title of the 503 a write gets without a quorum.
 	TitleNoQuorum = "No quorum: the control plane cannot accept writes"
+	// TitleNoQuorumRead is the title of the 503 a consistent read gets
+	// without a quorum (plain reads are still served).
+	TitleNoQuorumRead = "No quorum: the control plane cannot serve consistent reads"
 )
 
 // toError is the one table from errors to HTTP answers. unexpected reports
@@ -119,7 +122,11 @@ func toError(err error, title string) (e *Error, unexpected bool) {
 		e.Detail = "Mesh is not found"
 		return e, false
 	case errors.Is(err, cluster.ErrNoQuorum):
-		return &Error{Status: http.StatusServiceUnavailable, Title: TitleNoQuorum, Detail: err.Error()}, false
+		t := TitleNoQuorum
+		if title == titleRead {
+			t = TitleNoQuorumRead
+		}
+		return &Error{Status: http.StatusServiceUnavailable, Title: t, Detail: err.Error()}, false
 	case errors.Is(err, cluster.ErrShuttingDown):
 		return &Error{Status: http.StatusServiceUnavailable, Title: "Service unavailable: the replica is shutting down",
 			Detail: err.Error()}, false

@@ -496,8 +496,12 @@ func TestClusterErrors(t *testing.T) {
 			if e.state.Count() != count {
 				t.Errorf("count changed %d -> %d", count, e.state.Count())
 			}
-			// A consistent read that cannot reach the leader is a 503 (never a 500).
-			e.mustStatus(e.do("GET", "/meshes/default/dataplanes/dp-1?consistent=true", ""), 503)
+			// A consistent read that cannot reach the leader is a 503 (never a
+			// 500), titled for a read.
+			er := decodeError(t, e.mustStatus(e.do("GET", "/meshes/default/dataplanes/dp-1?consistent=true", ""), 503))
+			if tc.title == TitleNoQuorum && er.Title != TitleNoQuorumRead {
+				t.Errorf("consistent read: title = %q, want %q", er.Title, TitleNoQuorumRead)
+			}
 			// Plain reads keep working from the local state.
 			e.mustStatus(e.do("GET", "/meshes/default/dataplanes/dp-1", ""), 200)
 		})
