@@ -181,13 +181,6 @@ func (s *Server) runRebalancer(ctx context.Context) {
 		case <-t.C:
 		}
 		budget = min(budget+s.opts.RebalanceRate*s.opts.RebalanceInterval.Seconds(), math.Max(1, s.opts.RebalanceRate))
-		// Without a leader (the cluster lost its quorum) the counts cannot
-		// be trusted and the other replicas are likely down: keep every
-		// proxy this replica serves.
-		if ok, _ := s.opts.Cluster.Ready(); !ok {
-			streak = 0
-			continue
-		}
 		n, hint := s.excess()
 		// Other replicas' counts come from insights, which lag behind a
 		// burst of connects: shed only an imbalance that lasts.
@@ -213,7 +206,13 @@ func (s *Server) runRebalancer(ctx context.Context) {
 // holds more than 10 % over its fair share, or more than its share while
 // another replica holds less than 90 % of it (a replica that just came back),
 // and only down to its share, so that every replica ends within 10 %.
+// A replica that is not Ready (no leader: the cluster lost its quorum)
+// sheds nothing: the counts cannot be trusted and the other replicas are
+// likely down, so it keeps every proxy it serves.
 func (s *Server) excess() (int, string) {
+	if ok, _ := s.opts.Cluster.Ready(); !ok {
+		return 0, ""
+	}
 	counts, alive := s.loads()
 	n := planShed(counts, alive, s.opts.Cluster.Name())
 	if n == 0 {

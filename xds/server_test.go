@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -32,12 +33,14 @@ import (
 // fakeCluster applies commands straight to the FSM, like a one-replica
 // cluster; unit tests only (the integration tests use real replicas).
 type fakeCluster struct {
-	f    *fsm.FSM
-	mu   sync.Mutex
-	idx  uint64
-	addr string
-	ctx  context.Context
-	wg   sync.WaitGroup
+	f        *fsm.FSM
+	mu       sync.Mutex
+	idx      uint64
+	addr     string
+	ctx      context.Context
+	wg       sync.WaitGroup
+	others   []cluster.Member // more replicas, as gossip would list them
+	noLeader atomic.Bool      // the cluster lost its quorum: not Ready
 }
 
 func (c *fakeCluster) Apply(_ context.Context, cmd fsm.Command) (*fsm.Result, error) {
@@ -63,11 +66,11 @@ func (c *fakeCluster) advance(n int) {
 }
 
 func (c *fakeCluster) Members() []cluster.Member {
-	return []cluster.Member{{Name: "cp-1", Instance: "i1", XDSAddr: c.addr, Alive: true}}
+	return append([]cluster.Member{{Name: "cp-1", Instance: "i1", XDSAddr: c.addr, Alive: true}}, c.others...)
 }
 func (c *fakeCluster) Name() string               { return "cp-1" }
 func (c *fakeCluster) Instance() string           { return "i1" }
-func (c *fakeCluster) Ready() (bool, string)      { return true, "" }
+func (c *fakeCluster) Ready() (bool, string)      { return !c.noLeader.Load(), "" }
 func (c *fakeCluster) ServeLocal() (bool, string) { return c.Ready() }
 func (c *fakeCluster) RunWhileLeader(_ string, fn func(context.Context)) {
 	c.wg.Add(1)
@@ -466,6 +469,26 @@ func TestShedSendsHint(t *testing.T) {
 	_, err := c.recv(10 * time.Second)
 	if ShedHint(err) != "127.0.0.1:9999" {
 		t.Fatalf("shed stream ended with %v", err)
+	}
+}
+
+// TestNoShedWithoutLeader: a replica over its share sheds, unless the
+// cluster lost its quorum: then it keeps every proxy it serves.
+func TestNoShedWithoutLeader(t *testing.T) {
+	h := newHarness(t, Options{RebalanceRate: -1})
+	h.fc.others = []cluster.Member{{Name: "cp-2", XDSAddr: "127.0.0.1:2", Alive: true}, {Name: "cp-3", XDSAddr: "127.0.0.1:3", Alive: true}}
+	for _, name := range []string{"web-1", "web-2", "web-3"} {
+		h.put(dpDoc(name, "10.0.0.1", "web"))
+		c := h.sotw("default."+name, "")
+		c.send(typeLDS, "", "", nil, "")
+		c.mustRecv(typeLDS)
+	}
+	if n, hint := h.srv.excess(); n == 0 || hint == "" {
+		t.Fatalf("3 proxies here, none elsewhere: excess %d %q, want some", n, hint)
+	}
+	h.fc.noLeader.Store(true)
+	if n, _ := h.srv.excess(); n != 0 {
+		t.Fatalf("without a leader: excess %d, want 0", n)
 	}
 }
 

@@ -156,11 +156,7 @@ func (c *Client) Run(ctx context.Context) error {
 	}
 	defer wg.Wait()
 
-	var (
-		last     string
-		hint     string
-		failures int
-	)
+	var last, hint string
 	for ctx.Err() == nil {
 		addr := c.pick(last, hint)
 		last, hint = addr, ""
@@ -168,24 +164,19 @@ func (c *Client) Run(ctx context.Context) error {
 		err := s.run(ctx)
 		c.mu.Lock()
 		c.mu.status.Server, c.mu.status.Connected = "", false
-		if ctx.Err() == nil {
-			c.mu.status.LastError = err
-		}
-		c.mu.Unlock()
 		if ctx.Err() != nil {
+			c.mu.Unlock()
 			break
 		}
+		c.mu.status.LastError = err
 		if s.healthy() {
-			failures = 0
-		}
-		c.mu.Lock()
-		if !s.healthy() {
-			c.mu.status.Failures++
-			c.mu.failedAt[addr] = time.Now()
-		} else {
 			c.mu.status.Failures = 0
 			delete(c.mu.failedAt, addr)
+		} else {
+			c.mu.status.Failures++
+			c.mu.failedAt[addr] = time.Now()
 		}
+		failures := c.mu.status.Failures
 		c.mu.Unlock()
 		hint = ShedHint(err)
 		var delay time.Duration
@@ -201,7 +192,6 @@ func (c *Client) Run(ctx context.Context) error {
 				c.log.Debug("cannot open an xDS stream", "server", addr, "err", err)
 			}
 			delay = c.backoff(failures)
-			failures++
 		}
 		c.kickDiscover()
 		select {
