@@ -22,6 +22,11 @@ import (
 // in (JSON or YAML), as kuma-dp does.
 const MetadataDataplane = "dataplane.resource"
 
+// RegisterUnavailablePrefix starts the message of the UNAVAILABLE status a
+// proxy gets when its Dataplane cannot be written now (no quorum, the
+// replica shutting down): the proxy is refused until the cluster can write.
+const RegisterUnavailablePrefix = "cannot register Dataplane "
+
 // registerTimeout bounds the write that registers a Dataplane.
 const registerTimeout = 10 * time.Second
 
@@ -88,7 +93,7 @@ func (s *Server) register(k resource.Key, doc []byte) error {
 		return status.Errorf(codes.InvalidArgument, "%s: mesh %q does not exist", MetadataDataplane, k.Mesh)
 	case errors.Is(err, cluster.ErrNoQuorum), errors.Is(err, cluster.ErrShuttingDown):
 		s.m.registrations.WithLabelValues("unavailable").Inc()
-		return status.Errorf(codes.Unavailable, "cannot register Dataplane %s: %v", k, err)
+		return status.Errorf(codes.Unavailable, RegisterUnavailablePrefix+"%s: %v", k, err)
 	}
 	var verrs resource.ValidationErrors
 	if errors.As(err, &verrs) {
@@ -96,7 +101,7 @@ func (s *Server) register(k resource.Key, doc []byte) error {
 		return status.Errorf(codes.InvalidArgument, "%s: %v", MetadataDataplane, verrs)
 	}
 	s.m.registrations.WithLabelValues("unavailable").Inc()
-	return status.Errorf(codes.Unavailable, "cannot register Dataplane %s: %v", k, err)
+	return status.Errorf(codes.Unavailable, RegisterUnavailablePrefix+"%s: %v", k, err)
 }
 
 // decodeDataplane parses and validates a Dataplane a proxy sent, naming the

@@ -23,7 +23,7 @@ import (
 	"github.com/kuma-ha/kuma-ha/dp/xdsclient"
 )
 
-// Engine is what carries the traffic: the built-in proxy (BuiltinEngine) or
+// Engine is what carries the traffic: the built-in proxy (Builtin) or
 // Envoy fed through a local xDS relay (see dp/envoy). The agent hands it
 // every complete config the control plane sends, or the one saved in the
 // state dir.
@@ -329,18 +329,20 @@ func (a *Agent) runWatch(ctx context.Context) {
 		case <-t.C:
 		}
 		st := a.client.Status()
+		// Every known replica was tried since the last stream that worked.
+		allFailed := !st.Connected && st.Failures >= len(st.Servers)
 		a.mu.Lock()
 		hasConfig := a.mu.applied != nil
 		wasFrozen := a.mu.frozen
-		frozen := hasConfig && !st.Connected && st.Failures >= len(st.Servers)
+		frozen := hasConfig && allFailed
 		if frozen && !wasFrozen {
 			a.mu.frozen, a.mu.frozenSince = true, time.Now()
-		} else if !frozen && wasFrozen && st.Connected {
+		} else if wasFrozen && st.Connected {
 			a.mu.frozen = false
 		}
 		since := a.mu.frozenSince
 		a.mu.Unlock()
-		unreachable := !hasConfig && !st.Connected && st.Failures >= len(st.Servers) && refusal(st.LastError) == ""
+		unreachable := !hasConfig && allFailed && refusal(st.LastError) == ""
 		switch {
 		case unreachable && !saidUnreachable:
 			a.log.Warn("no control plane replica is reachable, and there is no saved config to serve; retrying",
@@ -379,7 +381,7 @@ func refusal(err error) string {
 	case codes.InvalidArgument, codes.NotFound, codes.FailedPrecondition, codes.PermissionDenied:
 		return st.Message()
 	case codes.Unavailable:
-		if strings.HasPrefix(st.Message(), "cannot register") {
+		if strings.HasPrefix(st.Message(), xdsclient.RegisterUnavailablePrefix) {
 			return st.Message()
 		}
 	}

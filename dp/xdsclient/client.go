@@ -26,6 +26,11 @@ import (
 // repeated here because this package imports no server package.
 const ShedPrefix = "kuma-cp: reconnect to another replica: "
 
+// RegisterUnavailablePrefix starts the message of the UNAVAILABLE status a
+// replica refuses a proxy with when it cannot write its Dataplane now (no
+// quorum); the control plane's xds.RegisterUnavailablePrefix, repeated.
+const RegisterUnavailablePrefix = "cannot register Dataplane "
+
 // MetadataDataplane is the node metadata field carrying the Dataplane
 // document for self-registration.
 const MetadataDataplane = "dataplane.resource"

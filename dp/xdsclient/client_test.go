@@ -34,6 +34,9 @@ func TestConstantsMatchServer(t *testing.T) {
 	if ShedPrefix != xds.ShedPrefix {
 		t.Errorf("ShedPrefix %q, server's %q", ShedPrefix, xds.ShedPrefix)
 	}
+	if RegisterUnavailablePrefix != xds.RegisterUnavailablePrefix {
+		t.Errorf("RegisterUnavailablePrefix %q, server's %q", RegisterUnavailablePrefix, xds.RegisterUnavailablePrefix)
+	}
 	if MetadataDataplane != xds.MetadataDataplane {
 		t.Errorf("MetadataDataplane %q, server's %q", MetadataDataplane, xds.MetadataDataplane)
 	}
