@@ -14,6 +14,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/kuma-ha/kuma-ha/cluster"
+	"github.com/kuma-ha/kuma-ha/cmd/internal/flagenv"
 )
 
 // Config is everything `kuma-cp run` needs. Flags, the environment
@@ -122,55 +123,7 @@ func (c *Config) bindFlags(fs *pflag.FlagSet) {
 // fillUnset sets every flag the command line did not set from the
 // environment (KUMA_RAFT_ADDR for --raft-addr) or else from the YAML file.
 func fillUnset(fs *pflag.FlagSet, file map[string]any, getenv func(string) string) error {
-	var errs []error
-	fs.VisitAll(func(f *pflag.Flag) {
-		if f.Changed || f.Name == "config" {
-			return
-		}
-		env := "KUMA_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
-		if v := getenv(env); v != "" {
-			if err := fs.Set(f.Name, v); err != nil {
-				errs = append(errs, fmt.Errorf("environment %s: %w", env, err))
-			}
-			return
-		}
-		v, ok := file[f.Name]
-		if !ok {
-			return
-		}
-		s, err := scalarString(v)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("config file key %q: %w", f.Name, err))
-			return
-		}
-		if err := fs.Set(f.Name, s); err != nil {
-			errs = append(errs, fmt.Errorf("config file key %q: %w", f.Name, err))
-		}
-	})
-	return errors.Join(errs...)
-}
-
-func scalarString(v any) (string, error) {
-	switch t := v.(type) {
-	case string:
-		return t, nil
-	case bool:
-		return strconv.FormatBool(t), nil
-	case float64:
-		return strconv.FormatFloat(t, 'f', -1, 64), nil
-	case []any:
-		parts := make([]string, len(t))
-		for i, e := range t {
-			s, err := scalarString(e)
-			if err != nil {
-				return "", err
-			}
-			parts[i] = s
-		}
-		return strings.Join(parts, ","), nil
-	default:
-		return "", fmt.Errorf("unsupported value %v (want a string, number, bool or list)", v)
-	}
+	return flagenv.Fill(fs, file, getenv, "config")
 }
 
 // readConfigFile parses the YAML file and rejects keys that are not flags.

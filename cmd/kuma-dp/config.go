@@ -66,32 +66,6 @@ func (c *Config) bindFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "debug, info, warn or error")
 }
 
-// fillFromEnv sets every flag not given on the command line from
-// KUMA_<FLAG_IN_UPPER_SNAKE_CASE>, if that is set.
-func fillFromEnv(fs *pflag.FlagSet, getenv func(string) string) error {
-	var errs []error
-	fs.VisitAll(func(f *pflag.Flag) {
-		if f.Changed {
-			return
-		}
-		env := "KUMA_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
-		v := getenv(env)
-		if v == "" {
-			return
-		}
-		if sv, ok := f.Value.(pflag.SliceValue); ok {
-			if err := sv.Replace(strings.Split(v, ",")); err != nil {
-				errs = append(errs, fmt.Errorf("%s (for --%s): %w", env, f.Name, err))
-			}
-			return
-		}
-		if err := f.Value.Set(v); err != nil {
-			errs = append(errs, fmt.Errorf("%s (for --%s): %w", env, f.Name, err))
-		}
-	})
-	return errors.Join(errs...)
-}
-
 // resolved is a validated Config.
 type resolved struct {
 	nodeID    string

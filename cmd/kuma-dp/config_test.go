@@ -7,6 +7,8 @@ import (
 	"testing"
 
 	"github.com/spf13/pflag"
+
+	"github.com/kuma-ha/kuma-ha/cmd/internal/flagenv"
 )
 
 const goodDoc = `type: Dataplane
@@ -107,7 +109,7 @@ func TestFillFromEnv(t *testing.T) {
 		"KUMA_DRAIN_TIME": "5s",
 		"KUMA_STATE_DIR":  "/tmp/x",
 	}
-	if err := fillFromEnv(fs, func(k string) string { return env[k] }); err != nil {
+	if err := flagenv.Fill(fs, nil, func(k string) string { return env[k] }); err != nil {
 		t.Fatal(err)
 	}
 	if len(c.CPAddress) != 2 || c.Mesh != "fromflag" || c.DrainTime.String() != "5s" || c.StateDir != "/tmp/x" {
@@ -117,7 +119,7 @@ func TestFillFromEnv(t *testing.T) {
 	c = DefaultConfig()
 	fs = pflag.NewFlagSet("run", pflag.ContinueOnError)
 	c.bindFlags(fs)
-	if err := fillFromEnv(fs, func(k string) string { return env[k] }); err == nil || !strings.Contains(err.Error(), "KUMA_DRAIN_TIME") {
+	if err := flagenv.Fill(fs, nil, func(k string) string { return env[k] }); err == nil || !strings.Contains(err.Error(), "KUMA_DRAIN_TIME") {
 		t.Fatalf("bad duration: %v", err)
 	}
 }

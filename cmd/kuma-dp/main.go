@@ -14,6 +14,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/kuma-ha/kuma-ha/cmd/internal/flagenv"
 	"github.com/kuma-ha/kuma-ha/cmd/internal/version"
 )
 
@@ -49,7 +50,7 @@ Every flag can also be set by an environment variable KUMA_ + the flag in
 upper snake case (--cp-address = KUMA_CP_ADDRESS); flags win.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := fillFromEnv(cmd.Flags(), os.Getenv); err != nil {
+			if err := flagenv.Fill(cmd.Flags(), nil, os.Getenv); err != nil {
 				return err
 			}
 			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
