@@ -80,9 +80,7 @@ type resolved struct {
 func (c *Config) Validate() (*resolved, error) {
 	var errs []error
 	out := &resolved{}
-	if len(c.CPAddress) == 0 {
-		errs = append(errs, errors.New("--cp-address: required: the xDS address of at least one control plane replica, grpc://host:port"))
-	}
+	badAddress := false
 	for _, a := range c.CPAddress {
 		if strings.TrimSpace(a) == "" {
 			continue
@@ -90,9 +88,13 @@ func (c *Config) Validate() (*resolved, error) {
 		n, err := xdsclient.NormalizeAddress(a)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("--cp-address: %w", err))
+			badAddress = true
 			continue
 		}
 		out.servers = append(out.servers, n)
+	}
+	if len(out.servers) == 0 && !badAddress {
+		errs = append(errs, errors.New("--cp-address: required: the xDS address of at least one control plane replica, grpc://host:port"))
 	}
 	var lvl slog.Level
 	if err := lvl.UnmarshalText([]byte(c.LogLevel)); err != nil {

@@ -49,6 +49,7 @@ func TestValidate(t *testing.T) {
 		want []string // every one must appear in the error
 	}{
 		{"no cp address", func(c *Config) { c.CPAddress = nil }, []string{"--cp-address", "required"}},
+		{"blank cp address", func(c *Config) { c.CPAddress = []string{"", " "} }, []string{"--cp-address", "required"}},
 		{"http scheme", func(c *Config) { c.CPAddress = []string{"http://cp:5678"} }, []string{"--cp-address", `"http"`}},
 		{"no port", func(c *Config) { c.CPAddress = []string{"grpc://cp"} }, []string{"--cp-address", "host:port"}},
 		{"port out of range", func(c *Config) { c.CPAddress = []string{"cp:70000"} }, []string{"--cp-address", "70000"}},
