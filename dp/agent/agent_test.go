@@ -52,6 +52,16 @@ func (e *fakeEngine) Validate(cfg proxy.Config) error {
 	if _, bad := cfg.Listeners[e.invalid]; bad && e.invalid != "" {
 		return fmt.Errorf("listener %q: not supported", e.invalid)
 	}
+	// Like the built-in proxy: two listeners on one address cannot run,
+	// which only a check of the whole set (old and new) sees.
+	seen := map[uint32]string{}
+	for name, l := range cfg.Listeners {
+		port := l.GetAddress().GetSocketAddress().GetPortValue()
+		if other, dup := seen[port]; dup {
+			return fmt.Errorf("listeners %q and %q: same port %d", name, other, port)
+		}
+		seen[port] = name
+	}
 	return nil
 }
 func (e *fakeEngine) Apply(cfg proxy.Config) error {
@@ -116,9 +126,18 @@ func listener(name string, port uint32) *listenerv3.Listener {
 
 func (cp *controlPlane) set(t *testing.T, version string, listeners ...string) {
 	t.Helper()
-	var ls []types.Resource
+	var ls []*listenerv3.Listener
 	for i, n := range listeners {
 		ls = append(ls, listener(n, uint32(20000+i)))
+	}
+	cp.setListeners(t, version, ls...)
+}
+
+func (cp *controlPlane) setListeners(t *testing.T, version string, listeners ...*listenerv3.Listener) {
+	t.Helper()
+	var ls []types.Resource
+	for _, l := range listeners {
+		ls = append(ls, l)
 	}
 	cl := &clusterv3.Cluster{Name: "backend", ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_STATIC},
 		ConnectTimeout: durationpb.New(time.Second)}
@@ -169,12 +188,17 @@ func (r *running) stop(t *testing.T) {
 
 func newAgent(t *testing.T, dir string, eng Engine, logs io.Writer, servers ...string) *Agent {
 	t.Helper()
+	return newAgentDelta(t, dir, eng, logs, false, servers...)
+}
+
+func newAgentDelta(t *testing.T, dir string, eng Engine, logs io.Writer, delta bool, servers ...string) *Agent {
+	t.Helper()
 	state, err := OpenStateDir(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(state.Close)
-	a, err := New(Config{NodeID: node, Servers: servers, State: state, AdminAddr: "127.0.0.1:0", Engine: eng,
+	a, err := New(Config{NodeID: node, Servers: servers, Delta: delta, State: state, AdminAddr: "127.0.0.1:0", Engine: eng,
 		Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
 	if err != nil {
 		t.Fatal(err)
@@ -303,25 +327,34 @@ func TestServeFreezeRestart(t *testing.T) {
 // TestNACKWhenEngineCannotRun: config the engine refuses is NACKed and the
 // config in use stays.
 func TestNACKWhenEngineCannotRun(t *testing.T) {
-	cp := startControlPlane(t, "127.0.0.1:0", nil)
-	cp.set(t, "1", "good")
-	eng := &fakeEngine{invalid: "bad"}
-	a := newAgent(t, t.TempDir(), eng, io.Discard, cp.addr)
-	r := run(t, a)
-	defer r.stop(t)
-	waitFor(t, "good applied", func() bool { _, n := eng.last(); return n == 1 })
-	cp.set(t, "2", "good", "bad")
-	waitFor(t, "a NACK", func() bool { return a.Status().NACKs > 0 })
-	// The clusters of version 2 are fine and accepted; the listeners not.
-	eng.mu.Lock()
-	for i, cfg := range eng.applied {
-		if _, bad := cfg.Listeners["bad"]; bad || cfg.Listeners["good"] == nil {
-			t.Errorf("config %d applied: %v", i, cfg.Listeners)
-		}
-	}
-	eng.mu.Unlock()
-	if v := a.Status().ConfigVersion["lds"]; v != "1" {
-		t.Fatalf("version in use %q, want 1", v)
+	for _, delta := range []bool{false, true} {
+		t.Run(fmt.Sprintf("delta=%v", delta), func(t *testing.T) {
+			cp := startControlPlane(t, "127.0.0.1:0", nil)
+			cp.set(t, "1", "good")
+			eng := &fakeEngine{invalid: "bad"}
+			a := newAgentDelta(t, t.TempDir(), eng, io.Discard, delta, cp.addr)
+			r := run(t, a)
+			defer r.stop(t)
+			waitFor(t, "good applied", func() bool { _, n := eng.last(); return n == 1 })
+			cp.set(t, "2", "good", "bad")
+			waitFor(t, "a NACK", func() bool { return a.Status().NACKs > 0 })
+			// A listener that is fine alone but clashes with one in use: in
+			// delta the response carries only the new one, so the check must
+			// see it with the listeners already accepted.
+			cp.setListeners(t, "3", listener("good", 20000), listener("clash", 20000))
+			waitFor(t, "a second NACK", func() bool { return a.Status().NACKs > 1 })
+			// Clusters of versions 2 and 3 are fine and accepted; the listeners not.
+			eng.mu.Lock()
+			for i, cfg := range eng.applied {
+				if len(cfg.Listeners) != 1 || cfg.Listeners["good"] == nil {
+					t.Errorf("config %d applied: %v", i, cfg.Listeners)
+				}
+			}
+			eng.mu.Unlock()
+			if v := a.Status().ConfigVersion["lds"]; v != "1" {
+				t.Fatalf("version in use %q, want 1", v)
+			}
+		})
 	}
 }
 
