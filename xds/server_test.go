@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"maps"
 	"net"
 	"strconv"
 	"strings"
@@ -23,6 +24,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	grpcstatus "google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/emptypb"
 	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/kuma-ha/kuma-ha/cluster"
@@ -39,7 +41,7 @@ type fakeCluster struct {
 	addr     string
 	ctx      context.Context
 	wg       sync.WaitGroup
-	others   []cluster.Member // more replicas, as gossip would list them
+	others   []cluster.Member // more replicas, as gossip would list them (under mu)
 	noLeader atomic.Bool      // the cluster lost its quorum: not Ready
 }
 
@@ -66,7 +68,16 @@ func (c *fakeCluster) advance(n int) {
 }
 
 func (c *fakeCluster) Members() []cluster.Member {
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	return append([]cluster.Member{{Name: "cp-1", Instance: "i1", XDSAddr: c.addr, Alive: true}}, c.others...)
+}
+
+// setOthers sets the other replicas gossip lists.
+func (c *fakeCluster) setOthers(ms ...cluster.Member) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.others = ms
 }
 func (c *fakeCluster) Name() string               { return "cp-1" }
 func (c *fakeCluster) Instance() string           { return "i1" }
@@ -476,7 +487,7 @@ func TestShedSendsHint(t *testing.T) {
 // cluster lost its quorum: then it keeps every proxy it serves.
 func TestNoShedWithoutLeader(t *testing.T) {
 	h := newHarness(t, Options{RebalanceRate: -1})
-	h.fc.others = []cluster.Member{{Name: "cp-2", XDSAddr: "127.0.0.1:2", Alive: true}, {Name: "cp-3", XDSAddr: "127.0.0.1:3", Alive: true}}
+	h.fc.setOthers(cluster.Member{Name: "cp-2", XDSAddr: "127.0.0.1:2", Alive: true}, cluster.Member{Name: "cp-3", XDSAddr: "127.0.0.1:3", Alive: true})
 	for _, name := range []string{"web-1", "web-2", "web-3"} {
 		h.put(dpDoc(name, "10.0.0.1", "web"))
 		c := h.sotw("default."+name, "")
@@ -489,6 +500,34 @@ func TestNoShedWithoutLeader(t *testing.T) {
 	h.fc.noLeader.Store(true)
 	if n, _ := h.srv.excess(); n != 0 {
 		t.Fatalf("without a leader: excess %d, want 0", n)
+	}
+}
+
+// TestListReplicas: the replica-discovery method lists every replica with
+// an xDS address and says which are healthy (this one: Ready).
+func TestListReplicas(t *testing.T) {
+	h := newHarness(t, Options{RebalanceRate: -1})
+	h.fc.setOthers(cluster.Member{Name: "cp-2", XDSAddr: "127.0.0.1:2", Alive: true},
+		cluster.Member{Name: "cp-3", XDSAddr: "127.0.0.1:3", Alive: false}, cluster.Member{Name: "cp-4"})
+	list := func() map[string]bool {
+		var out structpb.Struct
+		if err := h.cc.Invoke(context.Background(), ReplicasMethod, &emptypb.Empty{}, &out); err != nil {
+			t.Fatal(err)
+		}
+		got := map[string]bool{}
+		for _, v := range out.GetFields()["replicas"].GetListValue().GetValues() {
+			f := v.GetStructValue().GetFields()
+			got[f["xdsAddress"].GetStringValue()] = f["healthy"].GetBoolValue()
+		}
+		return got
+	}
+	want := map[string]bool{h.fc.addr: true, "127.0.0.1:2": true, "127.0.0.1:3": false}
+	if got := list(); !maps.Equal(got, want) {
+		t.Fatalf("replicas %v, want %v", got, want)
+	}
+	h.fc.noLeader.Store(true)
+	if got := list(); got[h.fc.addr] {
+		t.Fatalf("this replica is not Ready but listed healthy: %v", got)
 	}
 }
 
