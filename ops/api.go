@@ -11,7 +11,18 @@ import (
 
 	"github.com/kuma-ha/kuma-ha/cluster"
 	"github.com/kuma-ha/kuma-ha/fsm"
+	"github.com/kuma-ha/kuma-ha/fsm/resource"
 )
+
+// State is the read-only view of the replicated state that the API reads
+// from; *fsm.FSM implements it.
+type State interface {
+	Get(k resource.Key) (*resource.Resource, bool)
+	List(t resource.Type, mesh string) []*resource.Resource
+	AppliedIndex() uint64
+}
+
+var _ State = (*fsm.FSM)(nil)
 
 // Backend is what the API needs from the cluster layer (cluster.Node implements it).
 type Backend interface {
@@ -38,6 +49,6 @@ const DefaultMaxBodySize = 1 << 20
 
 // NewHandler returns the HTTP handler of the REST API, /ready, /cluster and /metrics.
 // Calling it twice with the same Registry is allowed: the request metrics are shared.
-func NewHandler(cfg Config, state *fsm.FSM, backend Backend) http.Handler {
+func NewHandler(cfg Config, state State, backend Backend) http.Handler {
 	return newServer(cfg, state, backend)
 }

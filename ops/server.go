@@ -16,7 +16,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/kuma-ha/kuma-ha/cluster"
-	"github.com/kuma-ha/kuma-ha/fsm"
 )
 
 // HeaderIndex carries the replica's applied Raft index on every answer.
@@ -24,7 +23,7 @@ const HeaderIndex = "X-Kuma-Index"
 
 type server struct {
 	cfg      Config
-	state    *fsm.FSM
+	state    State
 	backend  Backend
 	log      *slog.Logger
 	mux      *http.ServeMux
@@ -32,7 +31,7 @@ type server struct {
 	hostname string
 }
 
-func newServer(cfg Config, state *fsm.FSM, backend Backend) *server {
+func newServer(cfg Config, state State, backend Backend) *server {
 	if cfg.MaxBodySize <= 0 {
 		cfg.MaxBodySize = DefaultMaxBodySize
 	}

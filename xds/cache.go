@@ -91,7 +91,7 @@ type watch struct {
 
 // Cache implements cache.Cache over the replicated state.
 type Cache struct {
-	state *fsm.FSM
+	state State
 	log   *slog.Logger
 	m     *metrics
 
@@ -102,7 +102,7 @@ type Cache struct {
 }
 
 // NewCache returns a cache over state. Run must be running for it to follow changes.
-func NewCache(state *fsm.FSM, log *slog.Logger, m *metrics) *Cache {
+func NewCache(state State, log *slog.Logger, m *metrics) *Cache {
 	if m == nil {
 		m = newMetrics()
 	}

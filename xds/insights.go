@@ -5,7 +5,6 @@ import (
 	"errors"
 	"time"
 
-	"github.com/kuma-ha/kuma-ha/cluster"
 	"github.com/kuma-ha/kuma-ha/fsm"
 	"github.com/kuma-ha/kuma-ha/fsm/resource"
 )
@@ -83,7 +82,7 @@ func (s *Server) flush(ctx context.Context, final bool) {
 		}
 		if err != nil {
 			s.m.insightWrites.WithLabelValues("error").Inc()
-			if errors.Is(err, cluster.ErrProtocolVersion) {
+			if errors.Is(err, ErrUnsupported) {
 				s.log.Debug("insights not written: a replica runs an older protocol", "err", err)
 				continue // dropped: an old replica could not apply them
 			}
@@ -149,7 +148,7 @@ func (s *Server) reopenClosedByLeader() {
 
 // ProxyCounts returns how many proxies the replicated insights show online
 // on each replica.
-func ProxyCounts(state *fsm.FSM) map[string]int {
+func ProxyCounts(state State) map[string]int {
 	counts := map[string]int{}
 	for _, r := range state.List(resource.TypeDataplaneInsight, "") {
 		if spec, ok := r.Spec.(*resource.DataplaneInsightSpec); ok {

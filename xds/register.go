@@ -13,7 +13,6 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
-	"github.com/kuma-ha/kuma-ha/cluster"
 	"github.com/kuma-ha/kuma-ha/fsm"
 	"github.com/kuma-ha/kuma-ha/fsm/resource"
 )
@@ -91,9 +90,6 @@ func (s *Server) register(k resource.Key, doc []byte) error {
 	case errors.Is(err, fsm.ErrMeshNotFound):
 		s.m.registrations.WithLabelValues("invalid").Inc()
 		return status.Errorf(codes.InvalidArgument, "%s: mesh %q does not exist", MetadataDataplane, k.Mesh)
-	case errors.Is(err, cluster.ErrNoQuorum), errors.Is(err, cluster.ErrShuttingDown):
-		s.m.registrations.WithLabelValues("unavailable").Inc()
-		return status.Errorf(codes.Unavailable, RegisterUnavailablePrefix+"%s: %v", k, err)
 	}
 	var verrs resource.ValidationErrors
 	if errors.As(err, &verrs) {

@@ -19,27 +19,27 @@ import (
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/status"
 
-	"github.com/kuma-ha/kuma-ha/cluster"
 	"github.com/kuma-ha/kuma-ha/fsm"
 	"github.com/kuma-ha/kuma-ha/fsm/resource"
 )
 
-// Cluster is what the xDS server needs from the replica (cluster.Node).
+// Cluster is what the xDS server needs from the replica it runs on
+// (cmd/kuma-cp adapts cluster.Node to it).
 type Cluster interface {
 	Apply(ctx context.Context, cmd fsm.Command) (*fsm.Result, error)
-	Members() []cluster.Member
+	Members() []Member
 	Name() string
 	Instance() string
 	Ready() (bool, string)
 	// ServeLocal is Ready, or, while the cluster has no leader, whether
-	// the replica has state to serve frozen (see cluster.Node.ServeLocal).
+	// the replica has state to serve frozen (as cluster.Node.ServeLocal).
 	ServeLocal() (bool, string)
 	RunWhileLeader(name string, fn func(ctx context.Context))
 }
 
 // Options configure a Server. Zero values take the defaults in brackets.
 type Options struct {
-	State   *fsm.FSM
+	State   State
 	Cluster Cluster
 	Logger  *slog.Logger
 	// Registry receives the xDS metrics (nil: not registered).

@@ -27,7 +27,6 @@ import (
 	"google.golang.org/protobuf/types/known/emptypb"
 	"google.golang.org/protobuf/types/known/structpb"
 
-	"github.com/kuma-ha/kuma-ha/cluster"
 	"github.com/kuma-ha/kuma-ha/fsm"
 	"github.com/kuma-ha/kuma-ha/fsm/resource"
 )
@@ -41,8 +40,8 @@ type fakeCluster struct {
 	addr     string
 	ctx      context.Context
 	wg       sync.WaitGroup
-	others   []cluster.Member // more replicas, as gossip would list them (under mu)
-	noLeader atomic.Bool      // the cluster lost its quorum: not Ready
+	others   []Member    // more replicas, as gossip would list them (under mu)
+	noLeader atomic.Bool // the cluster lost its quorum: not Ready
 }
 
 func (c *fakeCluster) Apply(_ context.Context, cmd fsm.Command) (*fsm.Result, error) {
@@ -67,14 +66,14 @@ func (c *fakeCluster) advance(n int) {
 	}
 }
 
-func (c *fakeCluster) Members() []cluster.Member {
+func (c *fakeCluster) Members() []Member {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return append([]cluster.Member{{Name: "cp-1", Instance: "i1", XDSAddr: c.addr, Alive: true}}, c.others...)
+	return append([]Member{{Name: "cp-1", Instance: "i1", XDSAddr: c.addr, Alive: true}}, c.others...)
 }
 
 // setOthers sets the other replicas gossip lists.
-func (c *fakeCluster) setOthers(ms ...cluster.Member) {
+func (c *fakeCluster) setOthers(ms ...Member) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.others = ms
@@ -487,7 +486,7 @@ func TestShedSendsHint(t *testing.T) {
 // cluster lost its quorum: then it keeps every proxy it serves.
 func TestNoShedWithoutLeader(t *testing.T) {
 	h := newHarness(t, Options{RebalanceRate: -1})
-	h.fc.setOthers(cluster.Member{Name: "cp-2", XDSAddr: "127.0.0.1:2", Alive: true}, cluster.Member{Name: "cp-3", XDSAddr: "127.0.0.1:3", Alive: true})
+	h.fc.setOthers(Member{Name: "cp-2", XDSAddr: "127.0.0.1:2", Alive: true}, Member{Name: "cp-3", XDSAddr: "127.0.0.1:3", Alive: true})
 	for _, name := range []string{"web-1", "web-2", "web-3"} {
 		h.put(dpDoc(name, "10.0.0.1", "web"))
 		c := h.sotw("default."+name, "")
@@ -507,8 +506,8 @@ func TestNoShedWithoutLeader(t *testing.T) {
 // an xDS address and says which are healthy (this one: Ready).
 func TestListReplicas(t *testing.T) {
 	h := newHarness(t, Options{RebalanceRate: -1})
-	h.fc.setOthers(cluster.Member{Name: "cp-2", XDSAddr: "127.0.0.1:2", Alive: true},
-		cluster.Member{Name: "cp-3", XDSAddr: "127.0.0.1:3", Alive: false}, cluster.Member{Name: "cp-4"})
+	h.fc.setOthers(Member{Name: "cp-2", XDSAddr: "127.0.0.1:2", Alive: true},
+		Member{Name: "cp-3", XDSAddr: "127.0.0.1:3", Alive: false}, Member{Name: "cp-4"})
 	list := func() map[string]bool {
 		var out structpb.Struct
 		if err := h.cc.Invoke(context.Background(), ReplicasMethod, &emptypb.Empty{}, &out); err != nil {

@@ -133,7 +133,7 @@ func run(ctx context.Context, cfg Config) error {
 	}
 	xdsServer, err := xds.New(xds.Options{
 		State:            state,
-		Cluster:          node,
+		Cluster:          xdsCluster{node},
 		Logger:           logger,
 		Registry:         reg,
 		InsightFlush:     cfg.InsightFlushInterval,

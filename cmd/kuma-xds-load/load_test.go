@@ -16,7 +16,6 @@ import (
 
 	"go.uber.org/goleak"
 
-	"github.com/kuma-ha/kuma-ha/cluster"
 	"github.com/kuma-ha/kuma-ha/fsm"
 	"github.com/kuma-ha/kuma-ha/fsm/resource"
 	"github.com/kuma-ha/kuma-ha/xds"
@@ -90,10 +89,10 @@ func (n *fakeNode) Apply(_ context.Context, cmd fsm.Command) (*fsm.Result, error
 	err := n.m.apply(cmd)
 	return &fsm.Result{Err: err}, nil
 }
-func (n *fakeNode) Members() []cluster.Member {
-	var out []cluster.Member
+func (n *fakeNode) Members() []xds.Member {
+	var out []xds.Member
 	for i, a := range n.m.addrs {
-		out = append(out, cluster.Member{Name: fmt.Sprintf("cp-%d", i+1), XDSAddr: a, Alive: true})
+		out = append(out, xds.Member{Name: fmt.Sprintf("cp-%d", i+1), XDSAddr: a, Alive: true})
 	}
 	return out
 }

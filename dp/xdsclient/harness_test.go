@@ -11,7 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kuma-ha/kuma-ha/cluster"
 	"github.com/kuma-ha/kuma-ha/fsm"
 	"github.com/kuma-ha/kuma-ha/fsm/resource"
 	"github.com/kuma-ha/kuma-ha/xds"
@@ -46,7 +45,7 @@ type fakeCluster struct {
 	log     *fakeLog
 	name    string
 	addr    string
-	members func() []cluster.Member
+	members func() []xds.Member
 	ctx     context.Context
 	wg      sync.WaitGroup
 }
@@ -54,7 +53,7 @@ type fakeCluster struct {
 func (c *fakeCluster) Apply(_ context.Context, cmd fsm.Command) (*fsm.Result, error) {
 	return c.log.apply(cmd)
 }
-func (c *fakeCluster) Members() []cluster.Member  { return c.members() }
+func (c *fakeCluster) Members() []xds.Member      { return c.members() }
 func (c *fakeCluster) Name() string               { return c.name }
 func (c *fakeCluster) Instance() string           { return c.name + "-i" }
 func (c *fakeCluster) Ready() (bool, string)      { return true, "" }
@@ -103,10 +102,10 @@ func newTestCluster(t *testing.T, n int) *testCluster {
 	if _, err := tc.log.apply(fsm.Command{Type: fsm.CmdEnsureDefaultMesh}); err != nil {
 		t.Fatal(err)
 	}
-	members := func() []cluster.Member {
-		var out []cluster.Member
+	members := func() []xds.Member {
+		var out []xds.Member
 		for _, r := range tc.replicas {
-			out = append(out, cluster.Member{Name: r.name, Instance: r.name + "-i", XDSAddr: r.addr, Alive: true})
+			out = append(out, xds.Member{Name: r.name, Instance: r.name + "-i", XDSAddr: r.addr, Alive: true})
 		}
 		return out
 	}
