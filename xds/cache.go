@@ -6,8 +6,10 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
@@ -59,6 +61,7 @@ type proxy struct {
 	key      resource.Key
 	streams  int
 	inputIdx uint64 // change index the current config was generated at
+	readSeq  uint64 // read ticket of the installed config (see generated.seq)
 	err      error  // why there is no config (errNoDataplane, a generator error)
 	lds, cds *typeSet
 	eps      []envoy.EndpointRef
@@ -95,6 +98,13 @@ type Cache struct {
 	log   *slog.Logger
 	m     *metrics
 
+	// readSeq orders the views generations read: a ticket taken inside
+	// state.Read, so a higher ticket saw the same or a newer state.
+	readSeq atomic.Uint64
+	// genHook, if set, runs in every proxy generation after the state was
+	// read and before the result is installed, without mu (tests).
+	genHook atomic.Pointer[func(resource.Key)]
+
 	mu      sync.Mutex
 	proxies map[resource.Key]*proxy
 	clas    map[claKey]*cla
@@ -126,14 +136,24 @@ func ParseNodeID(id string) (resource.Key, error) {
 // Attach counts a stream of the proxy k; Detach releases it.
 func (c *Cache) Attach(k resource.Key) {
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	p := c.proxies[k]
-	if p == nil {
+	fresh := p == nil
+	if fresh {
 		p = &proxy{key: k, watches: map[*watch]struct{}{}, lastSent: map[string]string{}}
 		c.proxies[k] = p
-		c.regenerate(p)
 	}
 	p.streams++
+	c.mu.Unlock()
+	if fresh {
+		// Generated without mu; watches opened meanwhile wait in p.watches
+		// and are answered when the config is installed.
+		g := c.generate(k)
+		c.mu.Lock()
+		if c.install(p, g) {
+			c.answer(p, "")
+		}
+		c.mu.Unlock()
+	}
 }
 
 // Detach releases a stream of proxy k.
@@ -214,12 +234,19 @@ func inputIndex(v fsm.View, k resource.Key) (uint64, *envoy.Input, error) {
 	return idx, &envoy.Input{Mesh: m, Proxy: dp}, nil
 }
 
-// refresh regenerates every proxy and CLA whose inputs changed. Caller must not hold mu.
+// refresh regenerates every proxy and CLA whose inputs changed. Caller must
+// not hold mu. Only finding what is stale and installing the results happen
+// under mu; reading the state, generating and marshalling happen without it
+// (in parallel), so stream opens and watches are not stalled by a mesh-wide
+// change. A result is installed only if no newer one was installed meanwhile.
 func (c *Cache) refresh() {
 	start := time.Now()
 	c.mu.Lock()
-	defer c.mu.Unlock()
-	var stale []*proxy
+	var (
+		stale     []*proxy
+		staleCLAs []claKey
+		claRefs   []envoy.EndpointRef
+	)
 	c.state.Read(func(v fsm.View) {
 		for _, p := range c.proxies {
 			idx, _, err := inputIndex(v, p.key)
@@ -227,34 +254,49 @@ func (c *Cache) refresh() {
 				stale = append(stale, p)
 			}
 		}
-	})
-	for _, p := range stale {
-		c.regenerate(p)
-	}
-	var staleCLAs []claKey
-	c.state.Read(func(v fsm.View) {
 		for k, e := range c.clas {
 			if v.ServiceIndex(k.mesh, e.ref.Service) != e.index {
 				staleCLAs = append(staleCLAs, k)
+				claRefs = append(claRefs, e.ref)
 			}
 		}
 	})
-	for _, k := range staleCLAs {
-		c.buildCLA(k, c.clas[k])
-	}
+	c.mu.Unlock()
+
+	gens := make([]generated, len(stale))
+	cbuilt := make([]builtCLA, len(staleCLAs))
+	parallel(len(stale)+len(staleCLAs), func(i int) {
+		if i < len(stale) {
+			gens[i] = c.generate(stale[i].key)
+			return
+		}
+		i -= len(stale)
+		cbuilt[i] = c.loadAssignment(staleCLAs[i], claRefs[i])
+	})
+
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	// A regenerated proxy may have new listeners, clusters and endpoint
 	// names; a rebuilt load assignment concerns only the EDS watches.
 	regenerated := map[*proxy]bool{}
-	for _, p := range stale {
-		regenerated[p] = true
-		c.answer(p, "")
+	for i, p := range stale {
+		if c.install(p, gens[i]) {
+			regenerated[p] = true
+		}
 	}
-	for _, k := range staleCLAs {
-		for p := range c.clas[k].proxies {
+	for i, k := range staleCLAs {
+		e := c.clas[k]
+		if e == nil || !c.installCLA(e, cbuilt[i]) {
+			continue
+		}
+		for p := range e.proxies {
 			if !regenerated[p] {
 				c.answer(p, typeEDS)
 			}
 		}
+	}
+	for p := range regenerated {
+		c.answer(p, "")
 	}
 	c.retryHeldLocked()
 	if len(stale) > 0 || len(staleCLAs) > 0 {
@@ -262,6 +304,33 @@ func (c *Cache) refresh() {
 		c.m.regenerated.Add(float64(len(stale)))
 		c.m.clasBuilt.Add(float64(len(staleCLAs)))
 	}
+}
+
+// parallel runs fn(0..n-1) on at most GOMAXPROCS goroutines and waits.
+func parallel(n int, fn func(i int)) {
+	workers := min(n, runtime.GOMAXPROCS(0))
+	if workers <= 1 {
+		for i := range n {
+			fn(i)
+		}
+		return
+	}
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := int(next.Add(1) - 1)
+				if i >= n {
+					return
+				}
+				fn(i)
+			}
+		}()
+	}
+	wg.Wait()
 }
 
 // retryHeld answers watches that were held because this replica was behind.
@@ -286,47 +355,77 @@ func (c *Cache) retryHeldLocked() {
 	}
 }
 
-// regenerate rebuilds p's listeners and clusters from one consistent view.
-func (c *Cache) regenerate(p *proxy) {
+// generated is one proxy's config built from one consistent view.
+type generated struct {
+	seq      uint64 // read ticket: a higher one saw the same or a newer state
+	idx      uint64
+	err      error
+	keepOld  bool // a generator error: the proxy keeps what it has
+	lds, cds *typeSet
+	eps      []envoy.EndpointRef
+}
+
+// generate builds the config of proxy k. It does not take mu.
+func (c *Cache) generate(k resource.Key) generated {
 	var (
-		idx uint64
-		in  *envoy.Input
-		err error
+		g  generated
+		in *envoy.Input
 	)
 	c.state.Read(func(v fsm.View) {
-		idx, in, err = inputIndex(v, p.key)
-		if err != nil {
+		g.seq = c.readSeq.Add(1)
+		g.idx, in, g.err = inputIndex(v, k)
+		if g.err != nil {
 			return
 		}
-		in.Routes = v.List(resource.TypeTrafficRoute, p.key.Mesh)
-		in.Timeouts = v.List(resource.TypeMeshTimeout, p.key.Mesh)
+		in.Routes = v.List(resource.TypeTrafficRoute, k.Mesh)
+		in.Timeouts = v.List(resource.TypeMeshTimeout, k.Mesh)
 	})
-	p.inputIdx, p.err = idx, err
-	if err != nil {
-		p.lds, p.cds = nil, nil
-		c.setEndpoints(p, nil)
-		return
+	if h := c.genHook.Load(); h != nil {
+		(*h)(k)
+	}
+	if g.err != nil {
+		return g
 	}
 	out, err := envoy.Generate(*in)
 	if err != nil {
-		p.err = fmt.Errorf("generate config for %s: %w", p.key, err)
-		c.log.Warn("cannot generate proxy config", "dataplane", p.key.String(), "err", err)
-		return
+		c.log.Warn("cannot generate proxy config", "dataplane", k.String(), "err", err)
+		g.err, g.keepOld = fmt.Errorf("generate config for %s: %w", k, err), true
+		return g
 	}
-	lds, err := buildSet(typeLDS, idx, len(out.Listeners), func(i int) (string, proto.Message) {
+	g.lds, err = buildSet(typeLDS, g.idx, len(out.Listeners), func(i int) (string, proto.Message) {
 		return out.Listeners[i].GetName(), out.Listeners[i]
 	})
 	if err == nil {
-		p.lds = lds
-		p.cds, err = buildSet(typeCDS, idx, len(out.Clusters), func(i int) (string, proto.Message) {
+		g.cds, err = buildSet(typeCDS, g.idx, len(out.Clusters), func(i int) (string, proto.Message) {
 			return out.Clusters[i].GetName(), out.Clusters[i]
 		})
 	}
 	if err != nil {
-		p.err = fmt.Errorf("marshal config for %s: %w", p.key, err)
-		return
+		g.err, g.keepOld = fmt.Errorf("marshal config for %s: %w", k, err), true
+		g.lds, g.cds = nil, nil
+		return g
 	}
-	c.setEndpoints(p, out.Endpoints)
+	g.eps = out.Endpoints
+	return g
+}
+
+// install makes g p's config unless a config from a newer view is already
+// installed (then g is dropped and install reports false). Caller holds mu.
+func (c *Cache) install(p *proxy, g generated) bool {
+	if c.proxies[p.key] != p || g.seq < p.readSeq {
+		return false // the proxy left meanwhile, or a newer view is installed
+	}
+	p.readSeq, p.inputIdx, p.err = g.seq, g.idx, g.err
+	switch {
+	case g.keepOld:
+	case g.err != nil:
+		p.lds, p.cds = nil, nil
+		c.setEndpoints(p, nil)
+	default:
+		p.lds, p.cds = g.lds, g.cds
+		c.setEndpoints(p, g.eps)
+	}
+	return true
 }
 
 func buildSet(typeURL string, idx uint64, n int, at func(i int) (string, proto.Message)) (*typeSet, error) {
@@ -372,22 +471,49 @@ func (c *Cache) setEndpoints(p *proxy, refs []envoy.EndpointRef) {
 	}
 }
 
-func (c *Cache) buildCLA(k claKey, e *cla) {
-	var dps []*resource.Resource
+// builtCLA is one load assignment built from one consistent view.
+type builtCLA struct {
+	index   uint64
+	version string
+	any     *anypb.Any
+}
+
+// loadAssignment builds the load assignment of ref in k's mesh. It does not take mu.
+func (c *Cache) loadAssignment(k claKey, ref envoy.EndpointRef) builtCLA {
+	var (
+		b   builtCLA
+		dps []*resource.Resource
+	)
 	c.state.Read(func(v fsm.View) {
-		e.index = v.ServiceIndex(k.mesh, e.ref.Service)
-		dps = v.DataplanesByService(k.mesh, e.ref.Service)
+		b.index = v.ServiceIndex(k.mesh, ref.Service)
+		dps = v.DataplanesByService(k.mesh, ref.Service)
 	})
-	msg := envoy.LoadAssignment(e.ref, dps)
-	b, err := marshalOpts.Marshal(msg)
+	msg := envoy.LoadAssignment(ref, dps)
+	raw, err := marshalOpts.Marshal(msg)
 	if err != nil {
 		c.log.Error("cannot marshal load assignment", "cluster", k.cluster, "err", err)
-		return
+		return b
 	}
-	e.any = &anypb.Any{TypeUrl: typeEDS, Value: b}
+	b.any = &anypb.Any{TypeUrl: typeEDS, Value: raw}
 	h := newHasher()
-	h.add(b)
-	e.version = formatVersion(e.index, h.sum())
+	h.add(raw)
+	b.version = formatVersion(b.index, h.sum())
+	return b
+}
+
+// installCLA installs b unless e already has a newer one. Caller holds mu.
+func (c *Cache) installCLA(e *cla, b builtCLA) bool {
+	if b.any == nil || (e.any != nil && b.index < e.index) {
+		return false
+	}
+	e.index, e.version, e.any = b.index, b.version, b.any
+	return true
+}
+
+// buildCLA builds a new shared load assignment (the first proxy that needs
+// it). Caller holds mu.
+func (c *Cache) buildCLA(k claKey, e *cla) {
+	c.installCLA(e, c.loadAssignment(k, e.ref))
 }
 
 // minIndex is the applied index this replica needs before it may answer:
