@@ -20,6 +20,7 @@ type dataplaneOverview struct {
 	CreationTime     json.RawMessage            `json:"creationTime,omitempty"`
 	ModificationTime json.RawMessage            `json:"modificationTime,omitempty"`
 	Labels           json.RawMessage            `json:"labels,omitempty"`
+	KRI              string                     `json:"kri,omitempty"`
 	Dataplane        map[string]json.RawMessage `json:"dataplane"`
 	DataplaneInsight dataplaneInsight           `json:"dataplaneInsight"`
 }
@@ -32,7 +33,7 @@ type dataplaneInsight struct {
 }
 
 // metaFields are the keys of the flat shape that are not spec.
-var metaFields = []string{"type", "mesh", "name", "creationTime", "modificationTime", "labels"}
+var metaFields = []string{"type", "mesh", "name", "creationTime", "modificationTime", "labels", "kri"}
 
 func (s *server) toOverview(res *resource.Resource) (*dataplaneOverview, error) {
 	raw, err := json.Marshal(res)
@@ -50,6 +51,7 @@ func (s *server) toOverview(res *resource.Resource) (*dataplaneOverview, error) 
 		CreationTime:     fields["creationTime"],
 		ModificationTime: fields["modificationTime"],
 		Labels:           fields["labels"],
+		KRI:              res.KRI(),
 		DataplaneInsight: dataplaneInsight{Subscriptions: []*resource.DiscoverySubscription{}},
 	}
 	if ins, ok := s.state.Get(resource.Key{Type: resource.TypeDataplaneInsight, Mesh: res.Mesh, Name: res.Name}); ok {

@@ -48,6 +48,11 @@ const (
 	keyModificationTime = "modificationTime"
 	keyVersion          = "version"
 	keySpec             = "spec"
+	// Written by Kuma's servers and sent back by its kumactl 2.14 on apply;
+	// derived or server-owned, so accepted and ignored on input.
+	keyKRI    = "kri"
+	keySNIs   = "snis"
+	keyStatus = "status"
 )
 
 // Decode parses one resource document in Kuma's flat shape (type, mesh, name,
@@ -159,6 +164,14 @@ func decodeTree(tree any) (*Resource, error) {
 		case keyVersion:
 			if err := decodeValue(k, v, reflect.ValueOf(&r.Version).Elem()); err != nil {
 				return nil, err
+			}
+		case keyKRI:
+			if _, ok := v.(string); !ok && v != nil {
+				return nil, &DecodeError{Field: k, Reason: "must be a string"}
+			}
+		case keySNIs, keyStatus:
+			if !d.SpecUnderSpecField && k == keyStatus {
+				specFields[k] = v
 			}
 		case keyCreationTime, keyModificationTime:
 			t, err := decodeTime(k, v)
@@ -310,6 +323,10 @@ func (r *Resource) MarshalJSON() ([]byte, error) {
 		}
 		b.WriteString(`,"labels":`)
 		b.Write(lb)
+	}
+	if id := r.KRI(); id != "" {
+		b.WriteString(`,"kri":`)
+		writeJSONString(&b, id)
 	}
 	if r.Spec != nil {
 		sb, err := json.Marshal(r.Spec)

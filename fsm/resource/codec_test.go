@@ -290,3 +290,26 @@ func TestDecodeStoredErrors(t *testing.T) {
 		}
 	}
 }
+
+// Kuma's kumactl 2.14 sends back the kri, snis and status its server renders.
+func TestDecodeAcceptsKumaServerFields(t *testing.T) {
+	doc := `{"type":"MeshTimeout","mesh":"default","name":"t1","kri":"kri_mt_default___t1_","snis":[],"status":{},
+"spec":{"targetRef":{"kind":"Mesh"},"from":[{"targetRef":{"kind":"Mesh"},"default":{"idleTimeout":"10s"}}]}}`
+	r, err := Decode([]byte(doc), JSON)
+	if err != nil {
+		t.Fatalf("decode: %v", err)
+	}
+	if got := r.KRI(); got != "kri_mt_default___t1_" {
+		t.Fatalf("KRI() = %q", got)
+	}
+	out, err := r.MarshalJSON()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(out), `"kri":"kri_mt_default___t1_"`) {
+		t.Fatalf("rendered without kri: %s", out)
+	}
+	if _, err := Decode([]byte(`{"type":"Mesh","name":"m","kri":5}`), JSON); err == nil || !strings.Contains(err.Error(), "kri") {
+		t.Fatalf("a non-string kri: err = %v, want one naming kri", err)
+	}
+}

@@ -9,7 +9,7 @@ import (
 const TypeDataplane Type = "Dataplane"
 
 func init() {
-	register(&Descriptor{Type: TypeDataplane, Plural: "dataplanes", Scope: ScopeMesh, NewSpec: func() Spec { return &DataplaneSpec{} }})
+	register(&Descriptor{Type: TypeDataplane, ShortName: "dp", Plural: "dataplanes", Scope: ScopeMesh, NewSpec: func() Spec { return &DataplaneSpec{} }})
 }
 
 // DataplaneSpec holds a Dataplane's top-level fields.

@@ -4,7 +4,7 @@ package resource
 const TypeMesh Type = "Mesh"
 
 func init() {
-	register(&Descriptor{Type: TypeMesh, Plural: "meshes", Scope: ScopeGlobal, NewSpec: func() Spec { return &MeshSpec{} }})
+	register(&Descriptor{Type: TypeMesh, ShortName: "m", Plural: "meshes", Scope: ScopeGlobal, NewSpec: func() Spec { return &MeshSpec{} }})
 }
 
 // MeshSpec holds a Mesh's top-level fields.

@@ -7,7 +7,7 @@ const TypeMeshTimeout Type = "MeshTimeout"
 
 func init() {
 	register(&Descriptor{
-		Type: TypeMeshTimeout, Plural: "meshtimeouts", Scope: ScopeMesh,
+		Type: TypeMeshTimeout, ShortName: "mt", Plural: "meshtimeouts", Scope: ScopeMesh,
 		SpecUnderSpecField: true, NewSpec: func() Spec { return &MeshTimeoutSpec{} },
 	})
 }

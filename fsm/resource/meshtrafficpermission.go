@@ -5,7 +5,7 @@ const TypeMeshTrafficPermission Type = "MeshTrafficPermission"
 
 func init() {
 	register(&Descriptor{
-		Type: TypeMeshTrafficPermission, Plural: "meshtrafficpermissions", Scope: ScopeMesh,
+		Type: TypeMeshTrafficPermission, ShortName: "mtp", Plural: "meshtrafficpermissions", Scope: ScopeMesh,
 		SpecUnderSpecField: true, NewSpec: func() Spec { return &MeshTrafficPermissionSpec{} },
 	})
 }

@@ -65,6 +65,21 @@ type Resource struct {
 
 func (r *Resource) Key() Key { return Key{Type: r.Type, Mesh: r.Mesh, Name: r.Name} }
 
+// KRI is Kuma's resource identifier of r
+// (kri_{short}_{mesh}_{zone}_{namespace}_{name}_{section}), or "" when its
+// type has none. The name is the display name when the resource carries one.
+func (r *Resource) KRI() string {
+	d, ok := DescriptorOf(r.Type)
+	if !ok || d.ShortName == "" {
+		return ""
+	}
+	name := r.Name
+	if dn := r.Labels["kuma.io/display-name"]; dn != "" {
+		name = dn
+	}
+	return "kri_" + d.ShortName + "_" + r.Mesh + "_" + r.Labels["kuma.io/zone"] + "_" + r.Labels["k8s.kuma.io/namespace"] + "_" + name + "_"
+}
+
 // Descriptor describes a resource type: its names, scope and how to make a spec.
 type Descriptor struct {
 	Type   Type
@@ -78,7 +93,10 @@ type Descriptor struct {
 	// ReadOnly types are written by the control plane itself, never
 	// through the API (DataplaneInsight).
 	ReadOnly bool
-	NewSpec  func() Spec
+	// ShortName is Kuma's short type name in a KRI ("dp", "mtp"); empty for
+	// types Kuma gives no KRI.
+	ShortName string
+	NewSpec   func() Spec
 }
 
 var (

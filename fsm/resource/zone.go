@@ -4,7 +4,7 @@ package resource
 const TypeZone Type = "Zone"
 
 func init() {
-	register(&Descriptor{Type: TypeZone, Plural: "zones", Scope: ScopeGlobal, GlobalOnly: true, NewSpec: func() Spec { return &ZoneSpec{} }})
+	register(&Descriptor{Type: TypeZone, ShortName: "z", Plural: "zones", Scope: ScopeGlobal, GlobalOnly: true, NewSpec: func() Spec { return &ZoneSpec{} }})
 }
 
 type ZoneSpec struct {

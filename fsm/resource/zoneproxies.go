@@ -8,8 +8,8 @@ const (
 )
 
 func init() {
-	register(&Descriptor{Type: TypeZoneIngress, Plural: "zoneingresses", Scope: ScopeGlobal, NewSpec: func() Spec { return &ZoneIngressSpec{} }})
-	register(&Descriptor{Type: TypeZoneEgress, Plural: "zoneegresses", Scope: ScopeGlobal, NewSpec: func() Spec { return &ZoneEgressSpec{} }})
+	register(&Descriptor{Type: TypeZoneIngress, ShortName: "zi", Plural: "zoneingresses", Scope: ScopeGlobal, NewSpec: func() Spec { return &ZoneIngressSpec{} }})
+	register(&Descriptor{Type: TypeZoneEgress, ShortName: "ze", Plural: "zoneegresses", Scope: ScopeGlobal, NewSpec: func() Spec { return &ZoneEgressSpec{} }})
 }
 
 type ZoneIngressSpec struct {
