@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/kuma-ha/kuma-ha/cluster"
+	"github.com/kuma-ha/kuma-ha/fsm/resource"
 )
 
 // HeaderIndex carries the replica's applied Raft index on every answer.
@@ -86,6 +87,23 @@ func newServer(cfg Config, state State, backend Backend) *server {
 	s.handle("/dataplanes+insights", get(s.handleOverviewList))
 	s.handle("/meshes/{mesh}/dataplanes+insights", get(s.handleOverviewList))
 	s.handle("/meshes/{mesh}/dataplanes/{name}/_overview", get(s.handleOverviewGet))
+	s.handle("/meshes/{mesh}/dataplanes/_overview", get(s.handleOverviewList))
+	s.handle("/dataplanes/_overview", get(s.handleOverviewList))
+
+	// Views Kuma's kumactl inspects (kumaviews.go).
+	s.handle("/mesh-insights", get(s.handleMeshInsightList))
+	s.handle("/mesh-insights/{name}", get(s.handleMeshInsightGet))
+	s.handle("/meshes/{mesh}/service-insights", get(s.handleServiceInsightList))
+	for _, p := range []string{"/zoneingresses/_overview", "/zoneingresses+insights", "/zone-ingresses+insights", "/zoneingressoverviews"} {
+		s.handle(p, get(s.zoneProxyOverviewHandler(resource.TypeZoneIngress)))
+	}
+	for _, p := range []string{"/zoneegresses/_overview", "/zoneegresses+insights", "/zoneegressoverviews"} {
+		s.handle(p, get(s.zoneProxyOverviewHandler(resource.TypeZoneEgress)))
+	}
+	s.handle("/meshes/{mesh}/dataplanes/{name}/policies", get(s.handleDataplanePolicies))
+	for _, op := range []string{"xds", "stats", "clusters", "config"} {
+		s.handle("/meshes/{mesh}/dataplanes/{name}/"+op, get(s.handleProxyAdmin))
+	}
 
 	s.handle("/", methods{"*": s.handleUnknownPath})
 	return s
