@@ -79,3 +79,17 @@ func TestKumaInspectViews(t *testing.T) {
 		t.Errorf("xds passthrough: %d %s, want 501 naming the proxy's admin address", rec.Code, rec.Body)
 	}
 }
+
+// Kuma's kumactl lists types this control plane does not serve; the answer is an empty list.
+func TestListKumaOnlyTypes(t *testing.T) {
+	e := newEnv(t, "standalone")
+	for _, p := range []string{"/global-secrets", "/meshes/default/secrets", "/meshes/default/meshgateways"} {
+		if l := decodeList(t, e.mustStatus(e.do("GET", p, ""), http.StatusOK)); l.Total != 0 {
+			t.Errorf("GET %s: total %d, want 0", p, l.Total)
+		}
+	}
+	e.mustStatus(e.do("GET", "/meshes/default/no-such-things", ""), http.StatusNotFound)
+	// kumactl 2.9 writes zone ingresses under /zone-ingresses.
+	e.mustStatus(e.do("PUT", "/zone-ingresses/zi-2", `{"type":"ZoneIngress","name":"zi-2","networking":{"address":"10.0.0.9","port":10001}}`), http.StatusCreated)
+	e.mustStatus(e.do("GET", "/zoneingresses/zi-2", ""), http.StatusOK)
+}

@@ -100,7 +100,36 @@ func writeList[T any](s *server, w http.ResponseWriter, r *http.Request, items [
 	writeJSON(w, http.StatusOK, out, s.log)
 }
 
+// kumaOnlyPlurals are list paths of Kuma types this control plane does not
+// serve; Kuma's kumactl lists them (get secrets, get global-secrets, ...),
+// and an empty list is the true answer: none can exist here.
+var kumaOnlyPlurals = map[string]bool{
+	"circuit-breakers": true, "external-services": true, "fault-injections": true, "global-secrets": true,
+	"health-checks": true, "hostnamegenerators": true, "meshaccesslogs": true, "meshcircuitbreakers": true,
+	"meshexternalservices": true, "meshfaultinjections": true, "meshgatewayroutes": true, "meshgateways": true,
+	"meshhealthchecks": true, "meshhttproutes": true, "meshidentities": true, "meshloadbalancingstrategies": true,
+	"meshmetrics": true, "meshmultizoneservices": true, "meshopentelemetrybackends": true, "meshpassthroughs": true,
+	"meshproxypatches": true, "meshratelimits": true, "meshretries": true, "meshservices": true, "meshtcproutes": true,
+	"meshtlses": true, "meshtraces": true, "meshtrusts": true, "meshzoneaddresses": true, "proxytemplates": true,
+	"rate-limits": true, "retries": true, "secrets": true, "timeouts": true, "traffic-logs": true,
+	"traffic-permissions": true, "traffic-traces": true, "virtual-outbounds": true, "workloads": true,
+	"zone-insights": true, "zone-ingress-insights": true, "zoneegressinsights": true,
+}
+
+// listKumaOnly answers a list of a Kuma type not served here with an empty
+// list; it reports false when plural is not such a type.
+func (s *server) listKumaOnly(w http.ResponseWriter, r *http.Request) bool {
+	if _, ok := resource.DescriptorByPlural(r.PathValue("plural")); ok || !kumaOnlyPlurals[r.PathValue("plural")] {
+		return false
+	}
+	writeList(s, w, r, []struct{}{})
+	return true
+}
+
 func (s *server) handleListAll(w http.ResponseWriter, r *http.Request) {
+	if s.listKumaOnly(w, r) {
+		return
+	}
 	d := s.descriptor(w, r, titleList, 0, true)
 	if d == nil {
 		return
@@ -109,6 +138,9 @@ func (s *server) handleListAll(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *server) handleListMesh(w http.ResponseWriter, r *http.Request) {
+	if s.listKumaOnly(w, r) {
+		return
+	}
 	d := s.descriptor(w, r, titleList, resource.ScopeMesh, false)
 	if d == nil {
 		return

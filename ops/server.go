@@ -94,7 +94,7 @@ func newServer(cfg Config, state State, backend Backend) *server {
 	s.handle("/mesh-insights", get(s.handleMeshInsightList))
 	s.handle("/mesh-insights/{name}", get(s.handleMeshInsightGet))
 	s.handle("/meshes/{mesh}/service-insights", get(s.handleServiceInsightList))
-	for _, p := range []string{"/zoneingresses/_overview", "/zoneingresses+insights", "/zone-ingresses+insights", "/zoneingressoverviews"} {
+	for _, p := range []string{"/zoneingresses/_overview", "/zone-ingresses/_overview", "/zoneingresses+insights", "/zone-ingresses+insights", "/zoneingressoverviews"} {
 		s.handle(p, get(s.zoneProxyOverviewHandler(resource.TypeZoneIngress)))
 	}
 	for _, p := range []string{"/zoneegresses/_overview", "/zoneegresses+insights", "/zoneegressoverviews"} {

@@ -96,7 +96,10 @@ type Descriptor struct {
 	// ShortName is Kuma's short type name in a KRI ("dp", "mtp"); empty for
 	// types Kuma gives no KRI.
 	ShortName string
-	NewSpec   func() Spec
+	// AltPlurals are other URL segments Kuma serves the type under
+	// ("zone-ingresses", the path of kumactl 2.9).
+	AltPlurals []string
+	NewSpec    func() Spec
 }
 
 var (
@@ -111,6 +114,9 @@ func register(d *Descriptor) {
 	}
 	byType[d.Type] = d
 	byPlural[d.Plural] = d
+	for _, a := range d.AltPlurals {
+		byPlural[a] = d
+	}
 }
 
 // DescriptorOf returns the descriptor of a type, or false if the type is unknown.

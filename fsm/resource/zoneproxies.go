@@ -8,7 +8,7 @@ const (
 )
 
 func init() {
-	register(&Descriptor{Type: TypeZoneIngress, ShortName: "zi", Plural: "zoneingresses", Scope: ScopeGlobal, NewSpec: func() Spec { return &ZoneIngressSpec{} }})
+	register(&Descriptor{Type: TypeZoneIngress, ShortName: "zi", Plural: "zoneingresses", AltPlurals: []string{"zone-ingresses"}, Scope: ScopeGlobal, NewSpec: func() Spec { return &ZoneIngressSpec{} }})
 	register(&Descriptor{Type: TypeZoneEgress, ShortName: "ze", Plural: "zoneegresses", Scope: ScopeGlobal, NewSpec: func() Spec { return &ZoneEgressSpec{} }})
 }
 
