@@ -2,10 +2,11 @@ package fsm
 
 import (
 	"log/slog"
-	"os"
 	"sync"
 	"testing"
 	"time"
+
+	"go.uber.org/goleak"
 
 	"github.com/kuma-ha/kuma-ha/fsm/resource"
 )
@@ -67,7 +68,7 @@ func (testSchema) dataplaneServices(r *resource.Resource) []string {
 
 func TestMain(m *testing.M) {
 	activeSchema = testSchema{}
-	os.Exit(m.Run())
+	goleak.VerifyTestMain(m)
 }
 
 var t0 = time.Date(2026, 1, 2, 3, 4, 5, 600, time.UTC)
