@@ -142,57 +142,73 @@ func (s *server) handleMeshInsightGet(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, s.meshInsight(m), s.log)
 }
 
-// serviceInsight is Kuma's ServiceInsight: one per mesh, named all-services-{mesh}.
+// serviceInsight is one row of Kuma's /meshes/{mesh}/service-insights: a
+// service (kuma.io/service of inbounds) and its proxies.
 type serviceInsight struct {
-	Type             string                     `json:"type"`
-	Mesh             string                     `json:"mesh"`
-	Name             string                     `json:"name"`
-	CreationTime     time.Time                  `json:"creationTime"`
-	ModificationTime time.Time                  `json:"modificationTime"`
-	Services         map[string]*serviceSummary `json:"services"`
+	Type             string      `json:"type"`
+	Mesh             string      `json:"mesh"`
+	Name             string      `json:"name"`
+	CreationTime     time.Time   `json:"creationTime"`
+	ModificationTime time.Time   `json:"modificationTime"`
+	Status           string      `json:"status"`
+	Dataplanes       proxyCounts `json:"dataplanes"`
+	ServiceType      string      `json:"serviceType"`
 }
 
-type serviceSummary struct {
-	Status      string      `json:"status"`
-	Dataplanes  proxyCounts `json:"dataplanes"`
-	ServiceType string      `json:"serviceType"`
-}
-
-func (s *server) handleServiceInsightList(w http.ResponseWriter, r *http.Request) {
-	mesh := r.PathValue("mesh")
-	m, ok := s.state.Get(resource.Key{Type: resource.TypeMesh, Name: mesh})
-	if !ok {
-		writeList(s, w, r, []serviceInsight{})
-		return
-	}
-	si := serviceInsight{Type: "ServiceInsight", Mesh: mesh, Name: "all-services-" + mesh,
-		CreationTime: m.CreationTime, ModificationTime: time.Now().UTC(), Services: map[string]*serviceSummary{}}
+func (s *server) serviceInsights(mesh string) []*serviceInsight {
+	byName := map[string]*serviceInsight{}
 	for _, dp := range s.state.List(resource.TypeDataplane, mesh) {
 		spec, _ := dp.Spec.(*resource.DataplaneSpec)
 		online := s.dataplaneOnline(dp.Mesh, dp.Name)
 		for _, svc := range dataplaneServices(spec) {
-			sum := si.Services[svc]
-			if sum == nil {
-				sum = &serviceSummary{ServiceType: "internal"}
+			si := byName[svc]
+			if si == nil {
+				si = &serviceInsight{Type: "ServiceInsight", Mesh: mesh, Name: svc, ServiceType: "internal",
+					CreationTime: dp.CreationTime, ModificationTime: dp.ModificationTime}
 				if spec.IsGateway() {
-					sum.ServiceType = "gateway_delegated"
+					si.ServiceType = "gateway_delegated"
 				}
-				si.Services[svc] = sum
+				byName[svc] = si
 			}
-			sum.Dataplanes.add(online)
+			si.ModificationTime = maxTime(si.ModificationTime, dp.ModificationTime)
+			si.Dataplanes.add(online)
 		}
 	}
-	for _, sum := range si.Services {
+	out := make([]*serviceInsight, 0, len(byName))
+	for _, name := range slices.Sorted(maps.Keys(byName)) {
+		si := byName[name]
 		switch {
-		case sum.Dataplanes.Online == sum.Dataplanes.Total:
-			sum.Status = "online"
-		case sum.Dataplanes.Online == 0:
-			sum.Status = "offline"
+		case si.Dataplanes.Online == si.Dataplanes.Total:
+			si.Status = "online"
+		case si.Dataplanes.Online == 0:
+			si.Status = "offline"
 		default:
-			sum.Status = "partially_degraded"
+			si.Status = "partially_degraded"
+		}
+		out = append(out, si)
+	}
+	return out
+}
+
+func maxTime(a, b time.Time) time.Time {
+	if b.After(a) {
+		return b
+	}
+	return a
+}
+
+func (s *server) handleServiceInsightList(w http.ResponseWriter, r *http.Request) {
+	writeList(s, w, r, s.serviceInsights(r.PathValue("mesh")))
+}
+
+func (s *server) handleServiceInsightGet(w http.ResponseWriter, r *http.Request) {
+	for _, si := range s.serviceInsights(r.PathValue("mesh")) {
+		if si.Name == r.PathValue("name") {
+			writeJSON(w, http.StatusOK, si, s.log)
+			return
 		}
 	}
-	writeList(s, w, r, []serviceInsight{si})
+	s.writeError(w, r, titleGet, fsm.ErrNotFound)
 }
 
 // zoneProxyOverview is Kuma's ZoneIngressOverview / ZoneEgressOverview.

@@ -104,7 +104,7 @@ func writeList[T any](s *server, w http.ResponseWriter, r *http.Request, items [
 // serve; Kuma's kumactl lists them (get secrets, get global-secrets, ...),
 // and an empty list is the true answer: none can exist here.
 var kumaOnlyPlurals = map[string]bool{
-	"circuit-breakers": true, "external-services": true, "fault-injections": true, "global-secrets": true,
+	"circuit-breakers": true, "external-services": true, "fault-injections": true, "global-secrets": true, "globalsecrets": true,
 	"health-checks": true, "hostnamegenerators": true, "meshaccesslogs": true, "meshcircuitbreakers": true,
 	"meshexternalservices": true, "meshfaultinjections": true, "meshgatewayroutes": true, "meshgateways": true,
 	"meshhealthchecks": true, "meshhttproutes": true, "meshidentities": true, "meshloadbalancingstrategies": true,

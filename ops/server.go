@@ -94,6 +94,7 @@ func newServer(cfg Config, state State, backend Backend) *server {
 	s.handle("/mesh-insights", get(s.handleMeshInsightList))
 	s.handle("/mesh-insights/{name}", get(s.handleMeshInsightGet))
 	s.handle("/meshes/{mesh}/service-insights", get(s.handleServiceInsightList))
+	s.handle("/meshes/{mesh}/service-insights/{name}", get(s.handleServiceInsightGet))
 	for _, p := range []string{"/zoneingresses/_overview", "/zone-ingresses/_overview", "/zoneingresses+insights", "/zone-ingresses+insights", "/zoneingressoverviews"} {
 		s.handle(p, get(s.zoneProxyOverviewHandler(resource.TypeZoneIngress)))
 	}

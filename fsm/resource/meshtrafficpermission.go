@@ -56,3 +56,6 @@ func (s *MeshTrafficPermissionSpec) Validate() ValidationErrors {
 	}
 	return v
 }
+
+// EffectiveTargetRef is the top-level targetRef, Mesh when absent.
+func (s *MeshTrafficPermissionSpec) EffectiveTargetRef() TargetRef { return topTargetRef(s.TargetRef) }
