@@ -43,8 +43,9 @@ func nodeDataplane(node *core.Node) []byte {
 // register makes sure the Dataplane k exists. A proxy may bring its own
 // (doc); it is validated like an API write and written through the log,
 // labelled as registered by its proxy. A Dataplane created through the API
-// is used as it is.
-func (s *Server) register(k resource.Key, doc []byte) error {
+// is used as it is. The write ends with ctx (the proxy's stream, so a proxy
+// that leaves cancels it) or after registerTimeout.
+func (s *Server) register(ctx context.Context, k resource.Key, doc []byte) error {
 	existing, exists := s.opts.State.Get(k)
 	if doc == nil {
 		if !exists {
@@ -66,7 +67,7 @@ func (s *Server) register(k resource.Key, doc []byte) error {
 			return nil
 		}
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), registerTimeout)
+	ctx, cancel := context.WithTimeout(ctx, registerTimeout)
 	defer cancel()
 	put := &fsm.PutCommand{Resource: r}
 	if exists {
@@ -171,7 +172,7 @@ func (s *Server) runReregister(ctx context.Context) {
 			if ok, _ := s.opts.Cluster.Ready(); !ok {
 				break
 			}
-			if err := s.register(t.k, t.doc); err != nil {
+			if err := s.register(ctx, t.k, t.doc); err != nil {
 				s.log.Warn("cannot re-register a connected proxy's Dataplane", "dataplane", t.k.String(), "err", err)
 			} else {
 				s.log.Info("re-registered the Dataplane of a connected proxy", "dataplane", t.k.String())

@@ -95,7 +95,11 @@ type Server struct {
 	log   *slog.Logger
 	cache *Cache
 	m     *metrics
-	grpc  *grpc.Server
+	grpc  *grpc.Server // built by New, so Shutdown may come before or during Serve
+	// life is the ADS server's context: it ends when Serve returns or
+	// Shutdown has stopped the gRPC server.
+	life    context.Context
+	endLife context.CancelFunc
 
 	mu struct {
 		sync.Mutex
@@ -120,6 +124,22 @@ func New(opts Options) (*Server, error) {
 	s.mu.streams = map[streamKey]*stream{}
 	s.mu.tracked = map[*trackedStream]struct{}{}
 	s.mu.dirty = map[streamKey]*stream{}
+	s.life, s.endLife = context.WithCancel(context.Background())
+	s.grpc = grpc.NewServer(
+		grpc.StreamInterceptor(s.intercept),
+		grpc.MaxConcurrentStreams(1<<16),
+		// Thousands of mostly idle streams: small buffers, released between writes.
+		grpc.ReadBufferSize(16<<10),
+		grpc.WriteBufferSize(16<<10),
+		grpc.SharedWriteBuffer(true),
+		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
+	)
+	// Ordered ADS: responses leave in the order they were produced (clusters
+	// before the listeners that use them), without reflect.Select.
+	xs := serverv3.NewServer(s.life, s.cache, s, sotwserver.WithOrderedADS())
+	discovery.RegisterAggregatedDiscoveryServiceServer(s.grpc, xs)
+	s.grpc.RegisterService(&replicasDesc, s)
 	// Registered now: the cluster takes leader work only before it starts.
 	opts.Cluster.RunWhileLeader("xds-lifecycle", s.runLifecycle)
 	if opts.Registry != nil {
@@ -141,21 +161,9 @@ func (s *Server) Cache() *Cache { return s.cache }
 func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	s.grpc = grpc.NewServer(
-		grpc.StreamInterceptor(s.intercept),
-		grpc.MaxConcurrentStreams(1<<16),
-		// Thousands of mostly idle streams: small buffers, released between writes.
-		grpc.ReadBufferSize(16<<10),
-		grpc.WriteBufferSize(16<<10),
-		grpc.SharedWriteBuffer(true),
-		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
-		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
-	)
-	// Ordered ADS: responses leave in the order they were produced (clusters
-	// before the listeners that use them), without reflect.Select.
-	xs := serverv3.NewServer(ctx, s.cache, s, sotwserver.WithOrderedADS())
-	discovery.RegisterAggregatedDiscoveryServiceServer(s.grpc, xs)
-	s.grpc.RegisterService(&replicasDesc, s)
+	defer s.endLife()
+	stop := context.AfterFunc(s.life, cancel)
+	defer stop()
 
 	var wg sync.WaitGroup
 	run := func(f func(context.Context)) {
@@ -187,10 +195,10 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 // Shutdown tells every connected proxy to reconnect elsewhere (each stream
 // ends with UNAVAILABLE naming another replica), waits up to ctx for the
 // streams to end and the last reports to be written, then stops the server.
+//
+// It is safe before, during or after Serve (a later Serve returns at once).
 func (s *Server) Shutdown(ctx context.Context) {
-	if s.grpc == nil {
-		return
-	}
+	defer s.endLife()
 	hint := s.leastLoadedOther()
 	s.mu.Lock()
 	for ts := range s.mu.tracked {
@@ -224,7 +232,8 @@ type stream struct {
 	sub      resource.DiscoverySubscription
 	versions map[string]string // short type -> last version sent
 	closed   bool
-	regDoc   []byte // the Dataplane the proxy sent to register itself, if any
+	regDoc   []byte          // the Dataplane the proxy sent to register itself, if any
+	ctx      context.Context // the stream's: ends when the proxy leaves
 }
 
 func (s *Server) openStream(ctx context.Context, k streamKey) error {
@@ -245,7 +254,7 @@ func (s *Server) openStream(ctx context.Context, k streamKey) error {
 		}
 	}
 	s.mu.Lock()
-	s.mu.streams[k] = &stream{versions: map[string]string{}}
+	s.mu.streams[k] = &stream{versions: map[string]string{}, ctx: ctx}
 	s.mu.Unlock()
 	s.m.streams.Inc()
 	return nil
@@ -284,11 +293,18 @@ func (s *Server) firstRequest(k streamKey, node *core.Node) error {
 		return status.Errorf(codes.InvalidArgument, "node.id: %v", err)
 	}
 	doc := nodeDataplane(node)
-	if err := s.register(key, doc); err != nil {
+	s.mu.Lock()
+	st := s.mu.streams[k]
+	s.mu.Unlock()
+	if st == nil {
+		return status.Error(codes.Unavailable, "stream closed")
+	}
+	// The stream's context: a proxy that leaves cancels its registration.
+	if err := s.register(st.ctx, key, doc); err != nil {
 		return err
 	}
 	s.mu.Lock()
-	st := s.mu.streams[k]
+	st = s.mu.streams[k]
 	if st == nil {
 		s.mu.Unlock()
 		return status.Error(codes.Unavailable, "stream closed")

@@ -42,9 +42,16 @@ type fakeCluster struct {
 	wg       sync.WaitGroup
 	others   []Member    // more replicas, as gossip would list them (under mu)
 	noLeader atomic.Bool // the cluster lost its quorum: not Ready
+	// beforeApply, if set, runs first in Apply; an error it returns is Apply's.
+	beforeApply atomic.Pointer[func(context.Context, fsm.Command) error]
 }
 
-func (c *fakeCluster) Apply(_ context.Context, cmd fsm.Command) (*fsm.Result, error) {
+func (c *fakeCluster) Apply(ctx context.Context, cmd fsm.Command) (*fsm.Result, error) {
+	if h := c.beforeApply.Load(); h != nil {
+		if err := (*h)(ctx, cmd); err != nil {
+			return nil, err
+		}
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	cmd.Time = time.Now().UTC()
