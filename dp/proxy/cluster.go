@@ -70,7 +70,7 @@ func (c *cluster) attempts(now time.Time) []*endpoint {
 	}
 	var start int
 	switch c.lb {
-	case lbRandom:
+	case lbRandom, lbHash:
 		start = rand.IntN(n)
 	case lbLeastRequest:
 		start = c.leastRequest(now)

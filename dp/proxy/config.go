@@ -74,12 +74,19 @@ type weightedSpec struct {
 	weight  uint32
 }
 
+// maxRingSize is Envoy's upper bound of ring_hash_lb_config's ring sizes.
+const maxRingSize = 8 * 1024 * 1024
+
 type lbPolicy int
 
 const (
 	lbRoundRobin lbPolicy = iota
 	lbLeastRequest
 	lbRandom
+	// lbHash is RING_HASH or MAGLEV. A tcp_proxy without hash_policy gives
+	// them no hash key, so Envoy picks a host at random; the proxy does the
+	// same.
+	lbHash
 )
 
 func (p lbPolicy) String() string {
@@ -88,6 +95,8 @@ func (p lbPolicy) String() string {
 		return "LEAST_REQUEST"
 	case lbRandom:
 		return "RANDOM"
+	case lbHash:
+		return "HASH"
 	}
 	return "ROUND_ROBIN"
 }
@@ -348,6 +357,28 @@ func (v *validator) cluster(key string, c *clusterv3.Cluster, eds map[string]*en
 		allowed = append(allowed, "least_request_lb_config")
 		if lr := c.GetLeastRequestLbConfig(); lr != nil {
 			v.only(res, "least_request_lb_config", lr, "choice_count")
+		}
+	case clusterv3.Cluster_RING_HASH:
+		spec.lb = lbHash
+		allowed = append(allowed, "ring_hash_lb_config")
+		if rh := c.GetRingHashLbConfig(); rh != nil {
+			v.only(res, "ring_hash_lb_config", rh, "hash_function", "minimum_ring_size", "maximum_ring_size")
+			minSize, maxSize := rh.GetMinimumRingSize(), rh.GetMaximumRingSize()
+			if maxSize != nil && minSize != nil && minSize.GetValue() > maxSize.GetValue() {
+				v.add(res, "ring_hash_lb_config.minimum_ring_size", "%d is above maximum_ring_size %d", minSize.GetValue(), maxSize.GetValue())
+			}
+			if maxSize != nil && maxSize.GetValue() > maxRingSize {
+				v.add(res, "ring_hash_lb_config.maximum_ring_size", "%d is above Envoy's limit %d", maxSize.GetValue(), uint64(maxRingSize))
+			}
+			if minSize != nil && minSize.GetValue() > maxRingSize {
+				v.add(res, "ring_hash_lb_config.minimum_ring_size", "%d is above Envoy's limit %d", minSize.GetValue(), uint64(maxRingSize))
+			}
+		}
+	case clusterv3.Cluster_MAGLEV:
+		spec.lb = lbHash
+		allowed = append(allowed, "maglev_lb_config")
+		if m := c.GetMaglevLbConfig(); m != nil {
+			v.only(res, "maglev_lb_config", m, "table_size")
 		}
 	default:
 		v.add(res, "lb_policy", "unsupported load balancing policy %s", c.GetLbPolicy())

@@ -17,7 +17,6 @@ import (
 
 	"github.com/kuma-ha/kuma-ha/fsm/resource"
 	"github.com/kuma-ha/kuma-ha/xds/envoy"
-	"github.com/kuma-ha/kuma-ha/xds/generator"
 )
 
 func decode(t testing.TB, doc string) *resource.Resource {
@@ -101,17 +100,6 @@ spec:
   - targetRef: {kind: Mesh}
     default: {idleTimeout: 10m, connectionTimeout: 1s}`
 
-func lbRouteDoc(lb string) string {
-	return `type: TrafficRoute
-mesh: default
-name: lb
-sources: [{match: {kuma.io/service: '*'}}]
-destinations: [{match: {kuma.io/service: backend}}]
-conf:
-  destination: {kuma.io/service: backend}
-  loadBalancer: {` + lb + `}`
-}
-
 // generated is the Config xds/envoy makes for the Dataplane dp under
 // policies, with the load assignments of its EDS clusters.
 func generated(t *testing.T, dp string, policies ...string) Config {
@@ -144,37 +132,6 @@ func generated(t *testing.T, dp string, policies ...string) Config {
 	return cfg
 }
 
-// generatedAlt is the same with the alternative generator, xds/generator.
-func generatedAlt(t *testing.T, dp string, policies ...string) Config {
-	t.Helper()
-	in := generator.Input{Mesh: decode(t, meshDoc), Proxy: decode(t, dp)}
-	for _, doc := range policies {
-		r := decode(t, doc)
-		switch r.Type {
-		case resource.TypeTrafficRoute:
-			in.Routes = append(in.Routes, r)
-		case resource.TypeMeshTimeout:
-			in.Timeouts = append(in.Timeouts, r)
-		}
-	}
-	out, err := generator.Generate(in)
-	if err != nil {
-		t.Fatal(err)
-	}
-	providers := []*resource.Resource{decode(t, providersDoc)}
-	cfg := config()
-	for _, l := range out.Listeners {
-		cfg.Listeners[l.GetName()] = l
-	}
-	for _, c := range out.Clusters {
-		cfg.Clusters[c.GetName()] = c
-	}
-	for _, ref := range out.Endpoints {
-		cfg.Endpoints[ref.Cluster] = generator.LoadAssignment(ref, providers)
-	}
-	return cfg
-}
-
 func TestValidateAcceptsGenerated(t *testing.T) {
 	for _, tc := range []struct {
 		name     string
@@ -196,10 +153,6 @@ func TestValidateAcceptsGenerated(t *testing.T) {
 			if err := Validate(cfg); err != nil {
 				t.Fatalf("xds/envoy output rejected: %v", err)
 			}
-			// The alternative generator's shapes (alt_stat_name, ...) too.
-			if err := Validate(generatedAlt(t, tc.dp, tc.policies...)); err != nil {
-				t.Fatalf("xds/generator output rejected: %v", err)
-			}
 		})
 	}
 
@@ -209,7 +162,7 @@ func TestValidateAcceptsGenerated(t *testing.T) {
 		t.Fatal(err)
 	}
 	in := pl.listeners["inbound:10.0.0.1:8080"]
-	if in == nil || in.dir != DirectionInbound || in.addr != "10.0.0.1:8080" || in.tcp.cluster != "localhost:80" || in.tcp.idle != 10*time.Minute {
+	if in == nil || in.dir != DirectionInbound || in.addr != "10.0.0.1:8080" || in.tcp.cluster != "localhost:127.0.0.1:80" || in.tcp.idle != 10*time.Minute {
 		t.Fatalf("inbound %+v", in)
 	}
 	out := pl.listeners["outbound:127.0.0.1:10001"]
@@ -222,29 +175,13 @@ func TestValidateAcceptsGenerated(t *testing.T) {
 	if c := pl.clusters["nobody"]; c == nil || len(c.endpoints) != 0 {
 		t.Fatalf("cluster without endpoints %+v", c)
 	}
-	if c := pl.clusters["localhost:80"]; c == nil || c.connectTimeout != time.Second || strings.Join(c.endpoints, ",") != "127.0.0.1:80" {
+	// Two inbounds share servicePort 80 with different serviceAddresses:
+	// each gets its own qualified local cluster.
+	if c := pl.clusters["localhost:127.0.0.1:80"]; c == nil || c.connectTimeout != time.Second || strings.Join(c.endpoints, ",") != "127.0.0.1:80" {
 		t.Fatalf("local cluster %+v", c)
 	}
-	if c := pl.clusters["localhost:80"]; c == nil {
-		t.Fatal("no local cluster")
-	}
-}
-
-func TestValidateAltGeneratorPolicies(t *testing.T) {
-	for lb, want := range map[string]string{
-		"roundRobin: {}":                    "",
-		"random: {}":                        "",
-		"leastRequest: {choiceCount: 3}":    "",
-		"ringHash: {hashFunction: XX_HASH}": `cluster "backend": lb_policy: unsupported load balancing policy RING_HASH`,
-		"maglev: {}":                        `cluster "backend": lb_policy: unsupported load balancing policy MAGLEV`,
-	} {
-		err := Validate(generatedAlt(t, webDoc, lbRouteDoc(lb)))
-		if want == "" && err != nil {
-			t.Errorf("%s: %v", lb, err)
-		}
-		if want != "" && (err == nil || !strings.Contains(err.Error(), want)) {
-			t.Errorf("%s: got %v, want %q", lb, err, want)
-		}
+	if c := pl.clusters["localhost:10.0.0.9:80"]; c == nil || strings.Join(c.endpoints, ",") != "10.0.0.9:80" {
+		t.Fatalf("qualified local cluster %+v", c)
 	}
 }
 
@@ -375,8 +312,13 @@ func TestValidateRejects(t *testing.T) {
 		{"strict dns", func(c Config) {
 			c.Clusters["backend"].ClusterDiscoveryType = &clusterv3.Cluster_Type{Type: clusterv3.Cluster_STRICT_DNS}
 		}, `cluster "backend": type: unsupported cluster type STRICT_DNS`},
-		{"ring hash", func(c Config) { c.Clusters["backend"].LbPolicy = clusterv3.Cluster_RING_HASH },
-			`cluster "backend": lb_policy: unsupported load balancing policy RING_HASH`},
+		{"cluster-provided lb", func(c Config) { c.Clusters["backend"].LbPolicy = clusterv3.Cluster_CLUSTER_PROVIDED },
+			`cluster "backend": lb_policy: unsupported load balancing policy CLUSTER_PROVIDED`},
+		{"ring above max", func(c Config) {
+			c.Clusters["backend"].LbPolicy = clusterv3.Cluster_RING_HASH
+			c.Clusters["backend"].LbConfig = &clusterv3.Cluster_RingHashLbConfig_{RingHashLbConfig: &clusterv3.Cluster_RingHashLbConfig{
+				MinimumRingSize: wrapperspb.UInt64(2048), MaximumRingSize: wrapperspb.UInt64(1024)}}
+		}, `cluster "backend": ring_hash_lb_config.minimum_ring_size: 2048 is above maximum_ring_size 1024`},
 		{"eds without config", func(c Config) { c.Clusters["backend"].EdsClusterConfig = nil },
 			`cluster "backend": eds_cluster_config: required for an EDS cluster`},
 		{"eds over a separate server", func(c Config) {

@@ -1,412 +1,546 @@
 package envoy
 
 import (
-	"fmt"
+	"bytes"
+	"math/rand/v2"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
-	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
-	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
-	tcpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/kuma-ha/kuma-ha/fsm/resource"
 )
 
-func decode(t testing.TB, doc string) *resource.Resource {
-	t.Helper()
-	r, err := resource.Decode([]byte(doc), resource.YAML)
-	if err != nil {
-		t.Fatalf("decode: %v\n%s", err, doc)
-	}
-	resource.Default(r)
-	if verrs := resource.Validate(r); len(verrs) > 0 {
-		t.Fatalf("invalid fixture: %v\n%s", verrs, doc)
-	}
-	return r
+type netw = resource.DataplaneNetworking
+
+func inbound(port uint32, t map[string]string) resource.Inbound {
+	return resource.Inbound{Port: port, Tags: t}
 }
 
-var meshDefault = `type: Mesh
-name: default`
+func outbound(addr string, port uint32, service string, kv ...string) resource.Outbound {
+	return resource.Outbound{Address: addr, Port: port, Tags: svc(service, kv...)}
+}
 
-const webDP = `type: Dataplane
-mesh: default
-name: web-1
-networking:
-  address: 10.0.0.1
-  inbound:
-  - port: 8080
-    servicePort: 80
-    tags: {kuma.io/service: web, version: v1}
-  outbound:
-  - port: 10001
-    tags: {kuma.io/service: backend}
-  - port: 10002
-    address: 127.0.0.2
-    tags: {kuma.io/service: db}`
+// Subset cluster names used in expectations.
+var (
+	backendV1     = SubsetClusterName("backend", tags("version", "v1"))
+	backendV2     = SubsetClusterName("backend", tags("version", "v2"))
+	backendV2Zone = SubsetClusterName("backend", tags("version", "v2", "kuma.io/zone", "east"))
+)
 
-// validate checks every resource with ValidateAll, including the TCP proxy
-// inside each listener (an Any that the listener's own validation skips).
-func validate(t *testing.T, p *Proxy) {
-	t.Helper()
-	for _, l := range p.Listeners {
-		if err := l.ValidateAll(); err != nil {
-			t.Fatalf("listener %s: %v", l.GetName(), err)
-		}
-		tcp := tcpOf(t, l)
-		if err := tcp.ValidateAll(); err != nil {
-			t.Fatalf("tcp proxy of %s: %v", l.GetName(), err)
-		}
+func TestGenerate(t *testing.T) {
+	web := []resource.Inbound{inbound(8080, svc("web", "version", "v1"))}
+	cases := []struct {
+		name     string
+		proxy    *resource.Resource
+		routes   []*resource.Resource
+		timeouts []*resource.Resource
+		want     []string
+	}{
+		{
+			name:  "inbound only",
+			proxy: dataplane("web-1", netw{Address: "10.0.0.1", Inbound: web}),
+			want: []string{
+				"L inbound:10.0.0.1:8080 INBOUND@10.0.0.1:8080 -> localhost:8080 idle=1h0m0s stat=localhost_8080",
+				"C localhost:8080 STATIC connect=5s to=127.0.0.1:8080",
+			},
+		},
+		{
+			name: "outbound only",
+			proxy: dataplane("client", netw{Address: "10.0.0.1", Outbound: []resource.Outbound{
+				outbound("", 10001, "backend"),
+			}}),
+			want: []string{
+				"L outbound:127.0.0.1:10001 OUTBOUND@127.0.0.1:10001 -> backend idle=1h0m0s stat=backend",
+				"C backend EDS connect=5s",
+				"E backend backend {}",
+			},
+		},
+		{
+			name:  "empty dataplane",
+			proxy: dataplane("empty", netw{Address: "10.0.0.1"}),
+			want:  nil,
+		},
+		{
+			name: "several inbounds and outbounds, sorted by name",
+			proxy: dataplane("web-1", netw{Address: "10.0.0.1",
+				Inbound: []resource.Inbound{
+					{Port: 9090, ServicePort: 9091, Tags: svc("web-admin")},
+					inbound(8080, svc("web")),
+				},
+				Outbound: []resource.Outbound{
+					outbound("127.0.0.1", 20000, "redis.svc_6379"),
+					outbound("127.0.0.1", 10001, "backend"),
+					outbound("127.0.0.2", 10001, "backend"),
+				},
+			}),
+			want: []string{
+				"L inbound:10.0.0.1:8080 INBOUND@10.0.0.1:8080 -> localhost:8080 idle=1h0m0s stat=localhost_8080",
+				"L inbound:10.0.0.1:9090 INBOUND@10.0.0.1:9090 -> localhost:9091 idle=1h0m0s stat=localhost_9091",
+				"L outbound:127.0.0.1:10001 OUTBOUND@127.0.0.1:10001 -> backend idle=1h0m0s stat=backend",
+				"L outbound:127.0.0.1:20000 OUTBOUND@127.0.0.1:20000 -> redis.svc_6379 idle=1h0m0s stat=redis_svc_6379",
+				"L outbound:127.0.0.2:10001 OUTBOUND@127.0.0.2:10001 -> backend idle=1h0m0s stat=backend",
+				"C backend EDS connect=5s",
+				"C localhost:8080 STATIC connect=5s to=127.0.0.1:8080",
+				"C localhost:9091 STATIC connect=5s to=127.0.0.1:9091",
+				"C redis.svc_6379 EDS connect=5s",
+				"E backend backend {}",
+				"E redis.svc_6379 redis.svc_6379 {}",
+			},
+		},
+		{
+			name: "duplicate outbound address and port: the first wins",
+			proxy: dataplane("client", netw{Address: "10.0.0.1", Outbound: []resource.Outbound{
+				outbound("127.0.0.1", 10001, "backend"),
+				outbound("127.0.0.1", 10001, "other"),
+			}}),
+			want: []string{
+				"L outbound:127.0.0.1:10001 OUTBOUND@127.0.0.1:10001 -> backend idle=1h0m0s stat=backend",
+				"C backend EDS connect=5s",
+				"E backend backend {}",
+				"W networking.outbound[1]: listener outbound:127.0.0.1:10001 is already defined by an earlier outbound; skipped",
+			},
+		},
+		{
+			name: "serviceAddress",
+			proxy: dataplane("web-1", netw{Address: "10.0.0.1", Inbound: []resource.Inbound{
+				{Port: 8080, ServicePort: 80, ServiceAddress: "10.0.0.9", Tags: svc("web")},
+			}}),
+			want: []string{
+				"L inbound:10.0.0.1:8080 INBOUND@10.0.0.1:8080 -> localhost:80 idle=1h0m0s stat=localhost_80",
+				"C localhost:80 STATIC connect=5s to=10.0.0.9:80",
+			},
+		},
+		{
+			name: "servicePort shared by inbounds reaching different addresses",
+			proxy: dataplane("web-1", netw{Address: "10.0.0.1", Inbound: []resource.Inbound{
+				{Port: 8080, ServicePort: 80, Tags: svc("web")},
+				{Port: 8081, ServicePort: 80, ServiceAddress: "fd00::9", Tags: svc("web-v6")},
+				{Port: 8082, ServicePort: 80, Tags: svc("web-again")},
+			}}),
+			want: []string{
+				"L inbound:10.0.0.1:8080 INBOUND@10.0.0.1:8080 -> localhost:127.0.0.1:80 idle=1h0m0s stat=localhost_127_0_0_1_80",
+				"L inbound:10.0.0.1:8081 INBOUND@10.0.0.1:8081 -> localhost:[fd00::9]:80 idle=1h0m0s stat=localhost__fd00__9__80",
+				"L inbound:10.0.0.1:8082 INBOUND@10.0.0.1:8082 -> localhost:127.0.0.1:80 idle=1h0m0s stat=localhost_127_0_0_1_80",
+				"C localhost:127.0.0.1:80 STATIC connect=5s to=127.0.0.1:80",
+				"C localhost:[fd00::9]:80 STATIC connect=5s to=fd00::9:80",
+			},
+		},
+		{
+			name: "IPv6 addresses",
+			proxy: dataplane("web-1", netw{Address: "fd00::1",
+				Inbound: []resource.Inbound{
+					{Port: 8080, Tags: svc("web")},
+					{Port: 9090, Address: "fd00::2", ServiceAddress: "::1", ServicePort: 9091, Tags: svc("admin")},
+				},
+				Outbound: []resource.Outbound{outbound("::1", 10001, "backend")},
+			}),
+			want: []string{
+				"L inbound:[fd00::1]:8080 INBOUND@fd00::1:8080 -> localhost:8080 idle=1h0m0s stat=localhost_8080",
+				"L inbound:[fd00::2]:9090 INBOUND@fd00::2:9090 -> localhost:9091 idle=1h0m0s stat=localhost_9091",
+				"L outbound:[::1]:10001 OUTBOUND@::1:10001 -> backend idle=1h0m0s stat=backend",
+				"C backend EDS connect=5s",
+				"C localhost:8080 STATIC connect=5s to=127.0.0.1:8080",
+				"C localhost:9091 STATIC connect=5s to=::1:9091",
+				"E backend backend {}",
+			},
+		},
+		{
+			name: "ignored inbound gets nothing, not-ready inbound keeps its listener",
+			proxy: dataplane("web-1", netw{Address: "10.0.0.1", Inbound: []resource.Inbound{
+				{Port: 8080, Tags: svc("web"), State: resource.InboundIgnored},
+				{Port: 8081, Tags: svc("web"), State: resource.InboundNotReady},
+				{Port: 8082, Tags: svc("web"), Health: &resource.Health{Ready: false}},
+			}}),
+			want: []string{
+				"L inbound:10.0.0.1:8081 INBOUND@10.0.0.1:8081 -> localhost:8081 idle=1h0m0s stat=localhost_8081",
+				"L inbound:10.0.0.1:8082 INBOUND@10.0.0.1:8082 -> localhost:8082 idle=1h0m0s stat=localhost_8082",
+				"C localhost:8081 STATIC connect=5s to=127.0.0.1:8081",
+				"C localhost:8082 STATIC connect=5s to=127.0.0.1:8082",
+			},
+		},
+		{
+			name: "what cannot be valid Envoy config is skipped with a warning",
+			proxy: dataplane("odd", netw{Address: "web.local",
+				Inbound: []resource.Inbound{
+					inbound(8080, svc("web")),
+					{Port: 8081, Address: "10.0.0.1", Tags: svc("web")},
+					{Port: 8081, Address: "10.0.0.1", ServicePort: 9000, Tags: svc("web")},
+					{Port: 70000, Address: "10.0.0.1", Tags: svc("web")},
+					{Port: 8083, Address: "10.0.0.1", ServiceAddress: "app.local", Tags: svc("web")},
+				},
+				Outbound: []resource.Outbound{
+					{Port: 1, Address: "backend.local", Tags: svc("backend")},
+					{Port: 0, Address: "127.0.0.1", Tags: svc("backend")},
+					{Port: 2, Address: "127.0.0.1"},
+					{BackendRef: &resource.BackendRef{Kind: resource.KindMeshService, Name: "backend"}},
+					{Port: 3, Address: "127.0.0.1", Tags: svc("localhost:8081")},
+					{Port: 4, Address: "127.0.0.1", Service: "legacy"},
+				},
+			}),
+			want: []string{
+				"L inbound:10.0.0.1:8081 INBOUND@10.0.0.1:8081 -> localhost:8081 idle=1h0m0s stat=localhost_8081",
+				"L outbound:127.0.0.1:4 OUTBOUND@127.0.0.1:4 -> legacy idle=1h0m0s stat=legacy",
+				"C legacy EDS connect=5s",
+				"C localhost:8081 STATIC connect=5s to=127.0.0.1:8081",
+				"E legacy legacy {}",
+				`W networking.inbound[0]: address "web.local" is not an IP address; no listener`,
+				"W networking.inbound[3]: port 70000 is out of range; no listener",
+				`W networking.inbound[4]: serviceAddress "app.local" is not an IP address; no listener`,
+				"W networking.inbound[2]: listener inbound:10.0.0.1:8081 is already defined by an earlier inbound; skipped",
+				`W networking.outbound[0]: address "backend.local" is not an IP address; no listener`,
+				"W networking.outbound[1]: port 0 is out of range; no listener",
+				"W networking.outbound[2]: no kuma.io/service tag; no listener",
+				"W networking.outbound[3]: backendRef outbounds are not generated",
+				`W networking.outbound[4]: destination cluster "localhost:8081" has the name of a local cluster; no listener`,
+			},
+		},
+		{
+			name: "gateway: outbounds only",
+			proxy: dataplane("gw", netw{Address: "10.0.0.1",
+				Gateway:  &resource.Gateway{Tags: svc("edge")},
+				Outbound: []resource.Outbound{outbound("", 10001, "backend")},
+			}),
+			want: []string{
+				"L outbound:127.0.0.1:10001 OUTBOUND@127.0.0.1:10001 -> backend idle=1h0m0s stat=backend",
+				"C backend EDS connect=5s",
+				"E backend backend {}",
+			},
+		},
+		{
+			name: "transparent proxying changes nothing",
+			proxy: dataplane("web-1", netw{Address: "10.0.0.1", Inbound: web,
+				TransparentProxying: &resource.TransparentProxying{RedirectPortInbound: 15006, RedirectPortOutbound: 15001},
+			}),
+			want: []string{
+				"L inbound:10.0.0.1:8080 INBOUND@10.0.0.1:8080 -> localhost:8080 idle=1h0m0s stat=localhost_8080",
+				"C localhost:8080 STATIC connect=5s to=127.0.0.1:8080",
+			},
+		},
+		{
+			name: "split",
+			proxy: dataplane("web-1", netw{Address: "10.0.0.1", Inbound: web, Outbound: []resource.Outbound{
+				outbound("", 10001, "backend"),
+			}}),
+			routes: []*resource.Resource{splitRoute("split", "backend",
+				split(90, svc("backend")), split(10, svc("backend-canary")))},
+			want: []string{
+				"L inbound:10.0.0.1:8080 INBOUND@10.0.0.1:8080 -> localhost:8080 idle=1h0m0s stat=localhost_8080",
+				"L outbound:127.0.0.1:10001 OUTBOUND@127.0.0.1:10001 -> [backend:90 backend-canary:10] idle=1h0m0s stat=backend",
+				"C backend EDS connect=5s",
+				"C backend-canary EDS connect=5s",
+				"C localhost:8080 STATIC connect=5s to=127.0.0.1:8080",
+				"E backend backend {}",
+				"E backend-canary backend-canary {}",
+			},
+		},
+		{
+			name: "subset split, zero weights dropped, repeats summed",
+			proxy: dataplane("web-1", netw{Address: "10.0.0.1", Inbound: web, Outbound: []resource.Outbound{
+				outbound("", 10001, "backend"),
+			}}),
+			routes: []*resource.Resource{splitRoute("split", "backend",
+				split(80, svc("backend", "version", "v1")),
+				split(0, svc("backend", "version", "v3")),
+				split(10, svc("backend", "version", "v2")),
+				split(10, svc("backend", "version", "v1")))},
+			want: []string{
+				"L inbound:10.0.0.1:8080 INBOUND@10.0.0.1:8080 -> localhost:8080 idle=1h0m0s stat=localhost_8080",
+				"L outbound:127.0.0.1:10001 OUTBOUND@127.0.0.1:10001 -> [" + backendV1 + ":90 " + backendV2 + ":10] idle=1h0m0s stat=backend",
+				"C " + backendV2 + " EDS connect=5s", // names sort by their hash
+				"C " + backendV1 + " EDS connect=5s",
+				"C localhost:8080 STATIC connect=5s to=127.0.0.1:8080",
+				"E " + backendV2 + " backend {version=v2}",
+				"E " + backendV1 + " backend {version=v1}",
+			},
+		},
+		{
+			name: "every split weight zero: no traffic is routed",
+			proxy: dataplane("web-1", netw{Address: "10.0.0.1", Inbound: web, Outbound: []resource.Outbound{
+				outbound("", 10001, "backend"),
+			}}),
+			routes: []*resource.Resource{splitRoute("split", "backend", split(0, svc("backend")))},
+			want: []string{
+				"L inbound:10.0.0.1:8080 INBOUND@10.0.0.1:8080 -> localhost:8080 idle=1h0m0s stat=localhost_8080",
+				"L outbound:127.0.0.1:10001 OUTBOUND@127.0.0.1:10001 -> (no filter)",
+				"C localhost:8080 STATIC connect=5s to=127.0.0.1:8080",
+			},
+		},
+		{
+			name: "split collapsing to one cluster",
+			proxy: dataplane("web-1", netw{Address: "10.0.0.1", Inbound: web, Outbound: []resource.Outbound{
+				outbound("", 10001, "backend"),
+			}}),
+			routes: []*resource.Resource{splitRoute("split", "backend",
+				split(50, svc("backend")), split(math32, svc("backend")), split(0, svc("other")))},
+			want: []string{
+				"L inbound:10.0.0.1:8080 INBOUND@10.0.0.1:8080 -> localhost:8080 idle=1h0m0s stat=localhost_8080",
+				"L outbound:127.0.0.1:10001 OUTBOUND@127.0.0.1:10001 -> backend idle=1h0m0s stat=backend",
+				"C backend EDS connect=5s",
+				"C localhost:8080 STATIC connect=5s to=127.0.0.1:8080",
+				"E backend backend {}",
+			},
+		},
+		{
+			name: "destination subset, shared by two outbounds",
+			proxy: dataplane("web-1", netw{Address: "10.0.0.1", Inbound: web, Outbound: []resource.Outbound{
+				outbound("127.0.0.1", 10001, "backend"),
+				outbound("127.0.0.2", 10001, "backend"),
+			}}),
+			routes: []*resource.Resource{trafficRoute("dest", epoch, resource.TrafficRouteSpec{
+				Sources: sel(svc("web")), Destinations: sel(svc("backend")),
+				Conf: &resource.TrafficRouteConf{Destination: svc("backend", "version", "v2", "kuma.io/zone", "east")},
+			})},
+			want: []string{
+				"L inbound:10.0.0.1:8080 INBOUND@10.0.0.1:8080 -> localhost:8080 idle=1h0m0s stat=localhost_8080",
+				"L outbound:127.0.0.1:10001 OUTBOUND@127.0.0.1:10001 -> " + backendV2Zone + " idle=1h0m0s stat=backend",
+				"L outbound:127.0.0.2:10001 OUTBOUND@127.0.0.2:10001 -> " + backendV2Zone + " idle=1h0m0s stat=backend",
+				"C " + backendV2Zone + " EDS connect=5s",
+				"C localhost:8080 STATIC connect=5s to=127.0.0.1:8080",
+				"E " + backendV2Zone + " backend {kuma.io/zone=east,version=v2}",
+			},
+		},
+		{
+			name: "wildcards resolve to the outbound's tags",
+			proxy: dataplane("web-1", netw{Address: "10.0.0.1", Inbound: web, Outbound: []resource.Outbound{
+				outbound("127.0.0.1", 10001, "backend"),
+				outbound("127.0.0.1", 10002, "backend", "version", "v1"),
+				outbound("127.0.0.1", 10003, "other"),
+			}}),
+			routes: []*resource.Resource{trafficRoute("route-all", epoch, resource.TrafficRouteSpec{
+				Sources: sel(svc("*")), Destinations: sel(svc("*")),
+				Conf: &resource.TrafficRouteConf{Destination: svc("*", "version", "*")},
+			})},
+			want: []string{
+				"L inbound:10.0.0.1:8080 INBOUND@10.0.0.1:8080 -> localhost:8080 idle=1h0m0s stat=localhost_8080",
+				"L outbound:127.0.0.1:10001 OUTBOUND@127.0.0.1:10001 -> backend idle=1h0m0s stat=backend",
+				"L outbound:127.0.0.1:10002 OUTBOUND@127.0.0.1:10002 -> " + backendV1 + " idle=1h0m0s stat=backend",
+				"L outbound:127.0.0.1:10003 OUTBOUND@127.0.0.1:10003 -> other idle=1h0m0s stat=other",
+				"C backend EDS connect=5s",
+				"C " + backendV1 + " EDS connect=5s",
+				"C localhost:8080 STATIC connect=5s to=127.0.0.1:8080",
+				"C other EDS connect=5s",
+				"E backend backend {}",
+				"E " + backendV1 + " backend {version=v1}",
+				"E other other {}",
+			},
+		},
+		{
+			name: "load balancers",
+			proxy: dataplane("web-1", netw{Address: "10.0.0.1", Inbound: web, Outbound: []resource.Outbound{
+				outbound("", 1, "lr"), outbound("", 2, "rh"), outbound("", 3, "rnd"), outbound("", 4, "mg"),
+				outbound("", 5, "rr"), outbound("", 6, "bad"),
+			}}),
+			routes: []*resource.Resource{
+				lbRoute("a-lr", "lr", resource.LoadBalancer{LeastRequest: &resource.LeastRequestLB{ChoiceCount: 3}}),
+				lbRoute("b-rh", "rh", resource.LoadBalancer{RingHash: &resource.RingHashLB{HashFunction: "MURMUR_HASH_2", MinRingSize: 64, MaxRingSize: 1 << 30}}),
+				lbRoute("c-rnd", "rnd", resource.LoadBalancer{Random: &struct{}{}}),
+				lbRoute("d-mg", "mg", resource.LoadBalancer{Maglev: &struct{}{}}),
+				lbRoute("e-rr", "rr", resource.LoadBalancer{RoundRobin: &struct{}{}}),
+				lbRoute("f-bad", "bad", resource.LoadBalancer{Random: &struct{}{}, Maglev: &struct{}{}}),
+			},
+			want: []string{
+				"L inbound:10.0.0.1:8080 INBOUND@10.0.0.1:8080 -> localhost:8080 idle=1h0m0s stat=localhost_8080",
+				"L outbound:127.0.0.1:1 OUTBOUND@127.0.0.1:1 -> lr idle=1h0m0s stat=lr",
+				"L outbound:127.0.0.1:2 OUTBOUND@127.0.0.1:2 -> rh idle=1h0m0s stat=rh",
+				"L outbound:127.0.0.1:3 OUTBOUND@127.0.0.1:3 -> rnd idle=1h0m0s stat=rnd",
+				"L outbound:127.0.0.1:4 OUTBOUND@127.0.0.1:4 -> mg idle=1h0m0s stat=mg",
+				"L outbound:127.0.0.1:5 OUTBOUND@127.0.0.1:5 -> rr idle=1h0m0s stat=rr",
+				"L outbound:127.0.0.1:6 OUTBOUND@127.0.0.1:6 -> bad idle=1h0m0s stat=bad",
+				"C bad EDS connect=5s",
+				"C localhost:8080 STATIC connect=5s to=127.0.0.1:8080",
+				"C lr EDS connect=5s lb=LEAST_REQUEST",
+				"C mg EDS connect=5s lb=MAGLEV",
+				"C rh EDS connect=5s lb=RING_HASH",
+				"C rnd EDS connect=5s lb=RANDOM",
+				"C rr EDS connect=5s",
+				"E bad bad {}", "E lr lr {}", "E mg mg {}", "E rh rh {}", "E rnd rnd {}", "E rr rr {}",
+			},
+		},
+		{
+			name: "no mesh timeouts: Kuma's defaults",
+			proxy: dataplane("web-1", netw{Address: "10.0.0.1", Inbound: web, Outbound: []resource.Outbound{
+				outbound("", 10001, "backend"),
+			}}),
+			timeouts: []*resource.Resource{meshTimeout("http-only", resource.MeshTimeoutSpec{
+				To: []resource.MeshTimeoutItem{{TargetRef: resource.TargetRef{Kind: resource.KindMesh},
+					Default: resource.MeshTimeoutConf{HTTP: &resource.MeshTimeoutHTTP{RequestTimeout: resource.NewDuration(time.Second)}}}},
+			})},
+			want: []string{
+				"L inbound:10.0.0.1:8080 INBOUND@10.0.0.1:8080 -> localhost:8080 idle=1h0m0s stat=localhost_8080",
+				"L outbound:127.0.0.1:10001 OUTBOUND@127.0.0.1:10001 -> backend idle=1h0m0s stat=backend",
+				"C backend EDS connect=5s",
+				"C localhost:8080 STATIC connect=5s to=127.0.0.1:8080",
+				"E backend backend {}",
+			},
+		},
+		{
+			name: "timeouts to and from",
+			proxy: dataplane("web-1", netw{Address: "10.0.0.1", Inbound: web, Outbound: []resource.Outbound{
+				outbound("", 10001, "backend"),
+				outbound("", 10002, "db"),
+			}}),
+			timeouts: []*resource.Resource{meshTimeout("all", resource.MeshTimeoutSpec{
+				From: []resource.MeshTimeoutItem{toMesh(conf(2*time.Second, 10*time.Minute))},
+				To: []resource.MeshTimeoutItem{
+					toMesh(conf(3*time.Second, 20*time.Minute)),
+					toService("db", conf(0, 2*time.Hour)),
+				},
+			})},
+			want: []string{
+				"L inbound:10.0.0.1:8080 INBOUND@10.0.0.1:8080 -> localhost:8080 idle=10m0s stat=localhost_8080",
+				"L outbound:127.0.0.1:10001 OUTBOUND@127.0.0.1:10001 -> backend idle=20m0s stat=backend",
+				"L outbound:127.0.0.1:10002 OUTBOUND@127.0.0.1:10002 -> db idle=2h0m0s stat=db",
+				"C backend EDS connect=3s",
+				"C db EDS connect=3s",
+				"C localhost:8080 STATIC connect=2s to=127.0.0.1:8080",
+				"E backend backend {}",
+				"E db db {}",
+			},
+		},
+		{
+			name: "timeouts of a split follow each destination's service, idle the outbound's",
+			proxy: dataplane("web-1", netw{Address: "10.0.0.1", Inbound: web, Outbound: []resource.Outbound{
+				outbound("", 10001, "backend"),
+			}}),
+			routes: []*resource.Resource{splitRoute("split", "backend",
+				split(50, svc("backend")), split(50, svc("backend-next")))},
+			timeouts: []*resource.Resource{meshTimeout("per-service", resource.MeshTimeoutSpec{
+				To: []resource.MeshTimeoutItem{
+					toService("backend", conf(time.Second, time.Minute)),
+					toService("backend-next", conf(7*time.Second, 7*time.Minute)),
+				},
+			})},
+			want: []string{
+				"L inbound:10.0.0.1:8080 INBOUND@10.0.0.1:8080 -> localhost:8080 idle=1h0m0s stat=localhost_8080",
+				"L outbound:127.0.0.1:10001 OUTBOUND@127.0.0.1:10001 -> [backend:50 backend-next:50] idle=1m0s stat=backend",
+				"C backend EDS connect=1s",
+				"C backend-next EDS connect=7s",
+				"C localhost:8080 STATIC connect=5s to=127.0.0.1:8080",
+				"E backend backend {}",
+				"E backend-next backend-next {}",
+			},
+		},
+		{
+			name: "from entries apply to the inbounds the top-level targetRef selects",
+			proxy: dataplane("web-1", netw{Address: "10.0.0.1", Inbound: []resource.Inbound{
+				inbound(8080, svc("web")),
+				inbound(9090, svc("admin")),
+			}}),
+			timeouts: []*resource.Resource{meshTimeout("admin-only", resource.MeshTimeoutSpec{
+				TargetRef: &resource.TargetRef{Kind: resource.KindMeshService, Name: "admin"},
+				From:      []resource.MeshTimeoutItem{toMesh(conf(time.Second, time.Second))},
+			})},
+			want: []string{
+				"L inbound:10.0.0.1:8080 INBOUND@10.0.0.1:8080 -> localhost:8080 idle=1h0m0s stat=localhost_8080",
+				"L inbound:10.0.0.1:9090 INBOUND@10.0.0.1:9090 -> localhost:9090 idle=1s stat=localhost_9090",
+				"C localhost:8080 STATIC connect=5s to=127.0.0.1:8080",
+				"C localhost:9090 STATIC connect=1s to=127.0.0.1:9090",
+			},
+		},
+		{
+			name: "idle timeout 0 disables it; invalid values fall back to defaults",
+			proxy: dataplane("web-1", netw{Address: "10.0.0.1", Inbound: web, Outbound: []resource.Outbound{
+				outbound("", 10001, "backend"),
+			}}),
+			timeouts: []*resource.Resource{meshTimeout("odd", resource.MeshTimeoutSpec{
+				From: []resource.MeshTimeoutItem{toMesh(resource.MeshTimeoutConf{
+					ConnectionTimeout: durationOf("-1s"), IdleTimeout: durationOf("0s")})},
+				To: []resource.MeshTimeoutItem{toMesh(resource.MeshTimeoutConf{
+					ConnectionTimeout: durationOf("0s"), IdleTimeout: durationOf("soon")})},
+			})},
+			want: []string{
+				"L inbound:10.0.0.1:8080 INBOUND@10.0.0.1:8080 -> localhost:8080 idle=0s stat=localhost_8080",
+				"L outbound:127.0.0.1:10001 OUTBOUND@127.0.0.1:10001 -> backend idle=1h0m0s stat=backend",
+				"C backend EDS connect=5s",
+				"C localhost:8080 STATIC connect=5s to=127.0.0.1:8080",
+				"E backend backend {}",
+			},
+		},
 	}
-	for _, c := range p.Clusters {
-		if err := c.ValidateAll(); err != nil {
-			t.Fatalf("cluster %s: %v", c.GetName(), err)
-		}
-	}
-	if !slices.IsSortedFunc(p.Listeners, func(a, b *listenerv3.Listener) int { return strings.Compare(a.GetName(), b.GetName()) }) ||
-		!slices.IsSortedFunc(p.Clusters, func(a, b *clusterv3.Cluster) int { return strings.Compare(a.GetName(), b.GetName()) }) ||
-		!slices.IsSortedFunc(p.Endpoints, func(a, b EndpointRef) int { return strings.Compare(a.Cluster, b.Cluster) }) {
-		t.Fatal("output not sorted")
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			in := Input{Mesh: mesh(), Proxy: tc.proxy, Routes: tc.routes, Timeouts: tc.timeouts}
+			before := cloneAll(append(append([]*resource.Resource{tc.proxy}, tc.routes...), tc.timeouts...))
+			p, err := Generate(in)
+			if err != nil {
+				t.Fatalf("Generate: %v", err)
+			}
+			if after := append(append([]*resource.Resource{tc.proxy}, tc.routes...), tc.timeouts...); !reflect.DeepEqual(before, after) {
+				t.Error("Generate changed its input")
+			}
+			checkProxy(t, p, []*resource.Resource{tc.proxy})
+			if got := summary(t, p); !slices.Equal(got, tc.want) {
+				t.Errorf("got:\n  %s\nwant:\n  %s", strings.Join(got, "\n  "), strings.Join(tc.want, "\n  "))
+			}
+			// Same input, same bytes; and the policies' order in Input does not matter.
+			again, err := Generate(Input{Mesh: mesh(), Proxy: tc.proxy, Routes: shuffled(tc.routes), Timeouts: shuffled(tc.timeouts)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !proxyEqual(p, again) || !bytes.Equal(marshalProxy(t, p), marshalProxy(t, again)) {
+				t.Error("a second Generate of the same input differs")
+			}
+		})
 	}
 }
 
-func tcpOf(t *testing.T, l *listenerv3.Listener) *tcpv3.TcpProxy {
-	t.Helper()
-	tcp := &tcpv3.TcpProxy{}
-	if err := l.GetFilterChains()[0].GetFilters()[0].GetTypedConfig().UnmarshalTo(tcp); err != nil {
-		t.Fatalf("listener %s: %v", l.GetName(), err)
-	}
-	return tcp
-}
+const math32 = 1<<32 - 1
 
-func names[T interface{ GetName() string }](xs []T) []string {
-	var out []string
-	for _, x := range xs {
-		out = append(out, x.GetName())
+func cloneAll(rs []*resource.Resource) []*resource.Resource {
+	out := make([]*resource.Resource, len(rs))
+	for i, r := range rs {
+		out[i] = resource.Clone(r)
 	}
 	return out
 }
 
-func generate(t *testing.T, dp string, policies ...string) *Proxy {
-	t.Helper()
-	in := Input{Mesh: decode(t, meshDefault), Proxy: decode(t, dp)}
-	for _, p := range policies {
-		r := decode(t, p)
-		switch r.Type {
-		case resource.TypeTrafficRoute:
-			in.Routes = append(in.Routes, r)
-		case resource.TypeMeshTimeout:
-			in.Timeouts = append(in.Timeouts, r)
-		}
-	}
-	p, err := Generate(in)
-	if err != nil {
-		t.Fatal(err)
-	}
-	validate(t, p)
-	again, _ := Generate(in)
-	for i := range p.Listeners {
-		a, _ := proto.MarshalOptions{Deterministic: true}.Marshal(p.Listeners[i])
-		b, _ := proto.MarshalOptions{Deterministic: true}.Marshal(again.Listeners[i])
-		if string(a) != string(b) {
-			t.Fatal("not deterministic")
-		}
-	}
-	return p
-}
+func durationOf(s string) *resource.Duration { d := resource.Duration(s); return &d }
 
-func TestPlainDataplane(t *testing.T) {
-	p := generate(t, webDP)
-	if got := names(p.Listeners); !slices.Equal(got, []string{"inbound:10.0.0.1:8080", "outbound:127.0.0.1:10001", "outbound:127.0.0.2:10002"}) {
-		t.Fatalf("listeners %v", got)
-	}
-	if got := names(p.Clusters); !slices.Equal(got, []string{"backend", "db", "localhost:80"}) {
-		t.Fatalf("clusters %v", got)
-	}
-	if len(p.Endpoints) != 2 || p.Endpoints[0].Cluster != "backend" || p.Endpoints[1].Service != "db" {
-		t.Fatalf("endpoints %v", p.Endpoints)
-	}
-	in := tcpOf(t, p.Listeners[0])
-	if in.GetCluster() != "localhost:80" || in.GetIdleTimeout().AsDuration() != DefaultIdleTimeout {
-		t.Fatalf("inbound tcp proxy %v", in)
-	}
-	if c := p.Clusters[0]; c.GetType() != clusterv3.Cluster_EDS || c.GetEdsClusterConfig().GetEdsConfig().GetAds() == nil ||
-		c.GetConnectTimeout().AsDuration() != DefaultConnectTimeout {
-		t.Fatalf("backend cluster %v", c)
-	}
-}
-
-func TestTrafficRouteSplit(t *testing.T) {
-	route := `type: TrafficRoute
-mesh: default
-name: split
-sources: [{match: {kuma.io/service: '*'}}]
-destinations: [{match: {kuma.io/service: backend}}]
-conf:
-  split:
-  - weight: 90
-    destination: {kuma.io/service: backend, version: v1}
-  - weight: 10
-    destination: {kuma.io/service: backend-canary}
-  - weight: 0
-    destination: {kuma.io/service: never}`
-	p := generate(t, webDP, route)
-	tcp := tcpOf(t, p.Listeners[1])
-	wc := tcp.GetWeightedClusters().GetClusters()
-	if len(wc) != 2 {
-		t.Fatalf("weighted clusters %v", wc)
-	}
-	got := map[string]uint32{}
-	for _, c := range wc {
-		got[c.GetName()] = c.GetWeight()
-	}
-	var subset string
-	for _, e := range p.Endpoints {
-		if e.Service == "backend" && e.Tags["version"] == "v1" {
-			subset = e.Cluster
-		}
-	}
-	if subset == "" || !strings.HasPrefix(subset, "backend-") || got[subset] != 90 || got["backend-canary"] != 10 {
-		t.Fatalf("split %v, endpoints %v", got, p.Endpoints)
-	}
-	// The db outbound is not selected by the route.
-	if tcpOf(t, p.Listeners[2]).GetCluster() != "db" {
-		t.Fatal("route applied to another destination")
-	}
-
-	// A more specific route wins; a destination route picks one cluster.
-	specific := `type: TrafficRoute
-mesh: default
-name: z-specific
-sources: [{match: {kuma.io/service: web}}]
-destinations: [{match: {kuma.io/service: backend}}]
-conf:
-  destination: {kuma.io/service: backend, version: v2}`
-	p = generate(t, webDP, route, specific)
-	if c := tcpOf(t, p.Listeners[1]).GetCluster(); !strings.HasPrefix(c, "backend-") {
-		t.Fatalf("specific route not applied: %q", c)
-	}
-	// A route whose sources do not match is ignored.
-	other := strings.Replace(specific, "kuma.io/service: web}", "kuma.io/service: api}", 1)
-	p = generate(t, webDP, other)
-	if c := tcpOf(t, p.Listeners[1]).GetCluster(); c != "backend" {
-		t.Fatalf("foreign route applied: %q", c)
-	}
-}
-
-func TestMeshTimeout(t *testing.T) {
-	mesh := `type: MeshTimeout
-mesh: default
-name: mesh-wide
-spec:
-  targetRef: {kind: Mesh}
-  to:
-  - targetRef: {kind: Mesh}
-    default: {connectionTimeout: 2s, idleTimeout: 30m}
-  from:
-  - targetRef: {kind: Mesh}
-    default: {idleTimeout: 10m, connectionTimeout: 1s}`
-	svc := `type: MeshTimeout
-mesh: default
-name: to-db
-spec:
-  targetRef: {kind: MeshService, name: web}
-  to:
-  - targetRef: {kind: MeshService, name: db}
-    default: {connectionTimeout: 7s}`
-	p := generate(t, webDP, mesh, svc)
-	clusters := map[string]*clusterv3.Cluster{}
-	for _, c := range p.Clusters {
-		clusters[c.GetName()] = c
-	}
-	if d := clusters["backend"].GetConnectTimeout().AsDuration(); d != 2*time.Second {
-		t.Fatalf("backend connect timeout %s", d)
-	}
-	if d := clusters["db"].GetConnectTimeout().AsDuration(); d != 7*time.Second {
-		t.Fatalf("db connect timeout %s", d)
-	}
-	if d := clusters["localhost:80"].GetConnectTimeout().AsDuration(); d != time.Second {
-		t.Fatalf("local connect timeout %s", d)
-	}
-	if d := tcpOf(t, p.Listeners[1]).GetIdleTimeout().AsDuration(); d != 30*time.Minute {
-		t.Fatalf("outbound idle %s", d)
-	}
-	if d := tcpOf(t, p.Listeners[0]).GetIdleTimeout().AsDuration(); d != 10*time.Minute {
-		t.Fatalf("inbound idle %s", d)
-	}
-	// A policy for another service's proxies does not apply.
-	p = generate(t, webDP, strings.Replace(svc, "name: web}", "name: api}", 1))
-	for _, c := range p.Clusters {
-		if c.GetConnectTimeout().AsDuration() != DefaultConnectTimeout {
-			t.Fatalf("%s: %s", c.GetName(), c.GetConnectTimeout().AsDuration())
-		}
-	}
-}
-
-func TestShapes(t *testing.T) {
-	for name, dp := range map[string]string{
-		"ipv6": `type: Dataplane
-mesh: default
-name: v6
-networking:
-  address: fd00::1
-  inbound: [{port: 8080, tags: {kuma.io/service: web}}]
-  outbound: [{port: 10001, address: "::1", tags: {kuma.io/service: backend}}]`,
-		"service address and shared service port": `type: Dataplane
-mesh: default
-name: multi
-networking:
-  address: 10.0.0.1
-  inbound:
-  - {port: 8080, servicePort: 80, serviceAddress: 10.0.0.9, tags: {kuma.io/service: web}}
-  - {port: 8081, servicePort: 80, tags: {kuma.io/service: web-admin}}
-  - {port: 8082, address: 10.0.0.2, state: Ignored, tags: {kuma.io/service: hidden}}`,
-		"gateway": `type: Dataplane
-mesh: default
-name: gw
-networking:
-  address: 10.0.0.1
-  gateway: {tags: {kuma.io/service: edge}}
-  outbound: [{port: 10001, tags: {kuma.io/service: web}}]`,
-		"inbound only": `type: Dataplane
-mesh: default
-name: only
-networking:
-  address: 10.0.0.1
-  inbound: [{port: 8080, tags: {kuma.io/service: web}}]`,
-	} {
-		t.Run(name, func(t *testing.T) {
-			p := generate(t, dp)
-			if len(p.Listeners) == 0 {
-				t.Fatal("no listeners")
-			}
-		})
-	}
-	if _, err := Generate(Input{}); err == nil {
-		t.Fatal("nil proxy accepted")
-	}
-	if _, err := Generate(Input{Proxy: decode(t, meshDefault)}); err == nil || !strings.Contains(err.Error(), "not a Dataplane") {
-		t.Fatalf("wrong spec: %v", err)
-	}
-}
-
-func TestLoadAssignment(t *testing.T) {
-	var dps []*resource.Resource
-	for i, extra := range []string{
-		"",
-		"\n    health: {ready: false}",
-		"\n    state: NotReady",
-		"\n    address: 10.9.9.9",
-	} {
-		dps = append(dps, decode(t, fmt.Sprintf(`type: Dataplane
-mesh: default
-name: b-%d
-networking:
-  address: 10.0.0.%d
-  inbound:
-  - port: 8080
-    tags: {kuma.io/service: backend, version: v%d}%s`, i, i+1, i%2+1, extra)))
-	}
-	cla := LoadAssignment(EndpointRef{Cluster: "backend", Service: "backend"}, dps)
-	if err := cla.ValidateAll(); err != nil {
-		t.Fatal(err)
-	}
-	var got []string
-	for _, e := range cla.GetEndpoints()[0].GetLbEndpoints() {
-		sa := e.GetEndpoint().GetAddress().GetSocketAddress()
-		got = append(got, fmt.Sprintf("%s:%d", sa.GetAddress(), sa.GetPortValue()))
-	}
-	if !slices.Equal(got, []string{"10.0.0.1:8080", "10.9.9.9:8080"}) {
-		t.Fatalf("endpoints %v", got)
-	}
-	sub := LoadAssignment(EndpointRef{Cluster: "backend-x", Service: "backend", Tags: map[string]string{"version": "v2"}}, dps)
-	if n := len(sub.GetEndpoints()[0].GetLbEndpoints()); n != 1 {
-		t.Fatalf("subset endpoints %d", n)
-	}
-	empty := LoadAssignment(EndpointRef{Cluster: "none", Service: "none"}, dps)
-	if err := empty.ValidateAll(); err != nil || len(empty.GetEndpoints()) != 0 {
-		t.Fatalf("empty CLA %v %v", empty, err)
-	}
-}
-
-func FuzzGenerate(f *testing.F) {
-	f.Add(webDP, `type: TrafficRoute
-mesh: default
-name: r
-sources: [{match: {kuma.io/service: '*'}}]
-destinations: [{match: {kuma.io/service: '*'}}]
-conf: {split: [{weight: 1, destination: {kuma.io/service: a, x: y}}]}`)
-	f.Fuzz(func(t *testing.T, dpDoc, routeDoc string) {
-		dp, err := resource.Decode([]byte(dpDoc), resource.YAML)
-		if err != nil || dp.Type != resource.TypeDataplane {
-			return
-		}
-		resource.Default(dp)
-		if len(resource.Validate(dp)) > 0 {
-			return
-		}
-		in := Input{Proxy: dp}
-		if r, err := resource.Decode([]byte(routeDoc), resource.YAML); err == nil && r.Type == resource.TypeTrafficRoute && len(resource.Validate(r)) == 0 {
-			in.Routes = append(in.Routes, r)
-		}
-		p, err := Generate(in)
-		if err != nil {
-			return
-		}
-		validate(t, p)
-		for _, ref := range p.Endpoints {
-			if err := LoadAssignment(ref, []*resource.Resource{dp}).ValidateAll(); err != nil {
-				t.Fatal(err)
-			}
-		}
+func lbRoute(name, service string, lb resource.LoadBalancer) *resource.Resource {
+	return trafficRoute(name, epoch, resource.TrafficRouteSpec{
+		Sources: sel(svc("*")), Destinations: sel(svc(service)),
+		Conf: &resource.TrafficRouteConf{Destination: svc(service), LoadBalancer: &lb},
 	})
 }
 
-func BenchmarkGenerate(b *testing.B) {
-	var sb strings.Builder
-	sb.WriteString("type: Dataplane\nmesh: default\nname: big\nnetworking:\n  address: 10.0.0.1\n  inbound:\n")
-	for i := range 5 {
-		fmt.Fprintf(&sb, "  - {port: %d, tags: {kuma.io/service: svc-%d}}\n", 8080+i, i)
-	}
-	sb.WriteString("  outbound:\n")
-	for i := range 20 {
-		fmt.Fprintf(&sb, "  - {port: %d, tags: {kuma.io/service: dst-%d}}\n", 10001+i, i)
-	}
-	in := Input{Mesh: decode(b, meshDefault), Proxy: decode(b, sb.String())}
-	for i := range 3 {
-		in.Routes = append(in.Routes, decode(b, fmt.Sprintf(`type: TrafficRoute
-mesh: default
-name: r-%d
-sources: [{match: {kuma.io/service: '*'}}]
-destinations: [{match: {kuma.io/service: dst-%d}}]
-conf: {split: [{weight: 50, destination: {kuma.io/service: dst-%d, v: a}}, {weight: 50, destination: {kuma.io/service: dst-%d, v: b}}]}`, i, i, i, i)))
-	}
-	for i := range 2 {
-		in.Timeouts = append(in.Timeouts, decode(b, fmt.Sprintf(`type: MeshTimeout
-mesh: default
-name: t-%d
-spec:
-  targetRef: {kind: Mesh}
-  to: [{targetRef: {kind: Mesh}, default: {connectionTimeout: %ds}}]`, i, i+1)))
-	}
-	b.ReportAllocs()
-	for b.Loop() {
-		if _, err := Generate(in); err != nil {
-			b.Fatal(err)
-		}
-	}
+func shuffled(rs []*resource.Resource) []*resource.Resource {
+	out := slices.Clone(rs)
+	rand.Shuffle(len(out), func(i, j int) { out[i], out[j] = out[j], out[i] })
+	return out
 }
 
-func BenchmarkLoadAssignment(b *testing.B) {
-	var dps []*resource.Resource
-	for i := range 1000 {
-		dps = append(dps, decode(b, fmt.Sprintf("type: Dataplane\nmesh: default\nname: b-%04d\nnetworking:\n  address: 10.%d.%d.1\n  inbound: [{port: 8080, tags: {kuma.io/service: backend}}]", i, i/256, i%256)))
+func proxyEqual(a, b *Proxy) bool {
+	if len(a.Listeners) != len(b.Listeners) || len(a.Clusters) != len(b.Clusters) ||
+		!slices.EqualFunc(a.Endpoints, b.Endpoints, func(x, y EndpointRef) bool {
+			return x.Cluster == y.Cluster && x.Service == y.Service && mapsEqual(x.Tags, y.Tags)
+		}) || !slices.Equal(a.Warnings, b.Warnings) {
+		return false
 	}
-	ref := EndpointRef{Cluster: "backend", Service: "backend"}
-	b.ReportAllocs()
-	for b.Loop() {
-		LoadAssignment(ref, dps)
+	for i := range a.Listeners {
+		if !proto.Equal(a.Listeners[i], b.Listeners[i]) {
+			return false
+		}
 	}
+	for i := range a.Clusters {
+		if !proto.Equal(a.Clusters[i], b.Clusters[i]) {
+			return false
+		}
+	}
+	return true
+}
+
+func mapsEqual(a, b map[string]string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k, v := range a {
+		if w, ok := b[k]; !ok || w != v {
+			return false
+		}
+	}
+	return true
 }

@@ -1,4 +1,4 @@
-// Package generator turns one proxy's part of the replicated state into
+// Package envoy turns one proxy's part of the replicated state into
 // Envoy v3 resources: listeners, clusters and the EndpointRefs of the EDS
 // clusters it needs (LoadAssignment builds their ClusterLoadAssignments,
 // shared by every proxy of the mesh that needs the same EndpointRef).
@@ -82,4 +82,4 @@
 // is not an IP, a port out of range, a service name that is not UTF-8, a
 // duplicate listener) are skipped and named in Proxy.Warnings; the rest of
 // the proxy's config is still generated.
-package generator
+package envoy
