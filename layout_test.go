@@ -70,11 +70,7 @@ var rules = []rule{
 }
 
 // deadExceptions are packages that no binary uses, yet are kept, with why.
-var deadExceptions = map[string]string{
-	// Temporary: the second generator is being deleted (its tests move to
-	// xds/envoy); remove this line when it is gone.
-	abs("xds/generator"): "being deleted in favour of xds/envoy",
-}
+var deadExceptions = map[string]string{}
 
 // abs turns a module-relative subtree into an import path.
 func abs(rel string) string {
