@@ -60,9 +60,10 @@ type typeSet struct {
 type proxy struct {
 	key      resource.Key
 	streams  int
-	inputIdx uint64 // change index the current config was generated at
-	readSeq  uint64 // read ticket of the installed config (see generated.seq)
-	err      error  // why there is no config (errNoDataplane, a generator error)
+	inputIdx uint64   // change index the current config was generated at
+	readSeq  uint64   // read ticket of the installed config (see generated.seq)
+	err      error    // why there is no config (errNoDataplane, a generator error)
+	warnings []string // the generator's warnings for the installed config, logged when they change
 	lds, cds *typeSet
 	eps      []envoy.EndpointRef
 	watches  map[*watch]struct{}
@@ -363,6 +364,7 @@ type generated struct {
 	keepOld  bool // a generator error: the proxy keeps what it has
 	lds, cds *typeSet
 	eps      []envoy.EndpointRef
+	warnings []string
 }
 
 // generate builds the config of proxy k. It does not take mu.
@@ -406,6 +408,7 @@ func (c *Cache) generate(k resource.Key) generated {
 		return g
 	}
 	g.eps = out.Endpoints
+	g.warnings = out.Warnings
 	return g
 }
 
@@ -424,6 +427,12 @@ func (c *Cache) install(p *proxy, g generated) bool {
 	default:
 		p.lds, p.cds = g.lds, g.cds
 		c.setEndpoints(p, g.eps)
+		if !slices.Equal(p.warnings, g.warnings) { // logged once per change, not per regeneration or push
+			p.warnings = g.warnings
+			if len(g.warnings) > 0 {
+				c.log.Warn("parts of the dataplane are left out of its config", "dataplane", p.key.String(), "warnings", g.warnings)
+			}
+		}
 	}
 	return true
 }

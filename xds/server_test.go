@@ -114,7 +114,9 @@ func newHarness(t *testing.T, opts Options) *harness {
 		t.Fatal(err)
 	}
 	opts.State, opts.Cluster = f, fc
-	opts.Logger = slog.New(slog.DiscardHandler)
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
 	if opts.InsightFlush == 0 {
 		opts.InsightFlush = 40 * time.Millisecond
 	}
