@@ -52,13 +52,17 @@ lint: ## gofmt and go vet
 clean:
 	rm -rf bin kuma-cp-data
 
-.PHONY: chaos-smoke chaos
+.PHONY: chaos-smoke chaos-rolling chaos
 CHAOS_SEED ?= 1
 CHAOS_OUT ?= bin/chaos-out
 
 chaos-smoke: build ## 60 s chaos run: 3 local kuma-cp processes, kill + pause + restart under load; fails if a checker fails
 	CGO_ENABLED=0 $(GO) build -o bin/kuma-chaos ./cmd/kuma-chaos
 	./bin/kuma-chaos --backend process --network loopback --replicas 3 --duration 60s --seed $(CHAOS_SEED) --nemesis smoke --min-gap 1s --max-gap 3s --min-hold 2s --max-hold 6s --bin-dir bin --out $(CHAOS_OUT)/smoke
+
+chaos-rolling: build ## 2 min chaos run: 3 local kuma-cp processes, rolling SIGTERM restarts only (followers first, leader last) under If-Match writes; fails if a checker fails or fewer than 4 rounds completed
+	CGO_ENABLED=0 $(GO) build -o bin/kuma-chaos ./cmd/kuma-chaos
+	./bin/kuma-chaos --backend process --network loopback --replicas 3 --duration 120s --seed $(CHAOS_SEED) --nemesis rolling-restart --min-gap 1s --max-gap 3s --min-hold 1s --max-hold 2s --min-faults 4 --proxies 0 --bin-dir bin --out $(CHAOS_OUT)/rolling
 
 chaos: build ## 10 min chaos run on Docker (images FROM scratch) mixing every nemesis; report in $(CHAOS_OUT)/docker/report.html
 	@command -v ip >/dev/null && command -v iptables >/dev/null && command -v tc >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iproute2 iptables)

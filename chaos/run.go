@@ -54,9 +54,12 @@ type Config struct {
 	Warmup time.Duration
 	// CheckTimeout bounds the linearizability search per key.
 	CheckTimeout time.Duration
-	KeepData     bool
-	Progress     io.Writer // progress lines; nil for none
-	Logger       *slog.Logger
+	// MinFaults, if positive, fails the run (the nemesis checker) unless
+	// at least this many faults were carried out, none with an error.
+	MinFaults int
+	KeepData  bool
+	Progress  io.Writer // progress lines; nil for none
+	Logger    *slog.Logger
 }
 
 // Validate names the first bad field as its flag.
@@ -83,6 +86,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Proxies < 0 || c.Proxies > 16 {
 		return fmt.Errorf("--proxies: want 0-16 pairs, got %d", c.Proxies)
+	}
+	if c.MinFaults < 0 {
+		return fmt.Errorf("--min-faults: must not be negative, got %d", c.MinFaults)
 	}
 	if c.RecoveryBound <= 0 {
 		return fmt.Errorf("--recovery-bound: must be positive, got %s", c.RecoveryBound)
@@ -327,7 +333,7 @@ func (r *runner) run(ctx context.Context) (*Result, error) {
 	if proxy != nil {
 		reqs = proxy.Requests
 	}
-	verdicts := Check(h, states, recovery, reqs, r.dir, r.cfg.CheckTimeout)
+	verdicts := Check(h, states, recovery, reqs, info.MinFaults, r.dir, r.cfg.CheckTimeout)
 	return finish(r.dir, info, h, proxy, verdicts)
 }
 
@@ -349,6 +355,8 @@ type RunInfo struct {
 	// ProxyRequests and ProxyFailed count the requests through them.
 	ProxyRequests int `json:"proxyRequests,omitempty"`
 	ProxyFailed   int `json:"proxyFailed,omitempty"`
+	// MinFaults is the nemesis checker's minimum (0: not checked).
+	MinFaults int `json:"minFaults,omitempty"`
 }
 
 func (r *runner) info() RunInfo {
@@ -360,6 +368,7 @@ func (r *runner) info() RunInfo {
 		Backend: r.b.Name(), Replicas: r.view.names(), Duration: r.cfg.Duration.String(), Seed: r.cfg.Seed,
 		Nemeses: joinKinds(r.kinds), Clients: clients, ExtraArgs: strings.Join(r.cfg.ExtraArgs, " "),
 		Recovery: r.cfg.RecoveryBound.String(), HealedAt: r.healedAt, Unavailable: r.unavailable, Notes: r.notes,
+		MinFaults: r.cfg.MinFaults,
 	}
 }
 
@@ -394,8 +403,9 @@ func finish(dir string, info RunInfo, h *history.History, proxy *report.ProxyDat
 	return &Result{Dir: dir, Summary: summary, Verdicts: verdicts, Passed: passed}, nil
 }
 
-// Check runs every checker on a recorded run.
-func Check(h *history.History, states []check.ReplicaState, recovery check.Recovery, proxy []check.ProxyRequest, dir string, timeout time.Duration) []check.Verdict {
+// Check runs every checker on a recorded run; minFaults is the nemesis
+// checker's minimum (0: skipped).
+func Check(h *history.History, states []check.ReplicaState, recovery check.Recovery, proxy []check.ProxyRequest, minFaults int, dir string, timeout time.Duration) []check.Verdict {
 	return []check.Verdict{
 		check.Linearizable(h.Ops, check.LinearizableOptions{Timeout: timeout, VisualizeDir: dir}),
 		check.LostWrites(h.Ops),
@@ -403,6 +413,7 @@ func Check(h *history.History, states []check.ReplicaState, recovery check.Recov
 		check.Converged(states),
 		check.Recovered(recovery),
 		check.ProxyTraffic(proxy, h.Faults),
+		check.Nemesis(h.Faults, minFaults),
 	}
 }
 
@@ -433,7 +444,7 @@ func Recheck(dir string, timeout time.Duration) (*Result, error) {
 	if proxy != nil {
 		reqs = proxy.Requests
 	}
-	return finish(dir, info, h, proxy, Check(h, states, recovery, reqs, dir, timeout))
+	return finish(dir, info, h, proxy, Check(h, states, recovery, reqs, info.MinFaults, dir, timeout))
 }
 
 func readJSON(path string, v any) error {

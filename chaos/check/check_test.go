@@ -104,6 +104,26 @@ func TestLinearizable(t *testing.T) {
 			write("a", 5, true, 0, 10).
 			add(history.Op{Kind: history.Delete, IfVersion: 5, Outcome: history.Unknown}, 20, 21).
 			read("", 0, 30, 31), Pass},
+		// The forwarding bug of issue 10: a command proposed twice, its
+		// first proposal applied and the answer that of the second.
+		{"cas applied but answered 412", (&h{}).
+			write("a", 5, true, 0, 10).
+			add(history.Op{Kind: history.CAS, IfVersion: 5, Value: "b", Outcome: history.Fail, Status: 412}, 20, 30).
+			read("b", 7, 40, 41), Fail},
+		{"delete applied but answered 404", (&h{}).
+			write("a", 5, true, 0, 10).
+			add(history.Op{Kind: history.Delete, IfVersion: 5, Outcome: history.Fail, Status: 404}, 20, 30).
+			read("", 0, 40, 41), Fail},
+		// A 503 saying mayHaveApplied=false is a definite failure: its
+		// value must never show up.
+		{"write that did not happen, not seen", (&h{}).
+			write("a", 5, true, 0, 10).
+			add(history.Op{Kind: history.Write, Value: "b", Outcome: history.Fail, Status: 503}, 20, 30).
+			read("a", 5, 40, 41), Pass},
+		{"write that did not happen, seen", (&h{}).
+			write("a", 5, true, 0, 10).
+			add(history.Op{Kind: history.CAS, IfVersion: 5, Value: "b", Outcome: history.Fail, Status: 503}, 20, 30).
+			read("b", 7, 40, 41), Fail},
 		{"plain stale reads are not judged here", (&h{}).
 			write("a", 5, true, 0, 10).
 			write("b", 7, false, 20, 30).
@@ -341,5 +361,30 @@ func TestAllOK(t *testing.T) {
 	}
 	if AllOK([]Verdict{{Result: Pass}, {Result: Unknown}}) {
 		t.Error("unknown must not be OK")
+	}
+}
+
+func TestNemesis(t *testing.T) {
+	ok := history.Fault{Nemesis: "rolling-restart", Start: 1, End: 2}
+	running := history.Fault{Nemesis: "rolling-restart", Start: 3}
+	failed := history.Fault{Nemesis: "rolling-restart", Start: 3, End: 4, Error: "after restarting cp-2: timed out"}
+	for _, tt := range []struct {
+		name   string
+		faults []history.Fault
+		min    int
+		want   Result
+	}{
+		{"no minimum", nil, 0, Skipped},
+		{"enough", []history.Fault{ok, ok, ok}, 3, Pass},
+		{"too few", []history.Fault{ok, ok, running}, 3, Fail},
+		{"one failed", []history.Fault{ok, ok, ok, failed}, 3, Fail},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			v := Nemesis(tt.faults, tt.min)
+			t.Log(v)
+			if v.Result != tt.want {
+				t.Fatalf("got %s", v)
+			}
+		})
 	}
 }

@@ -90,11 +90,20 @@ func allNames(b backend.Backend) []string {
 	return out
 }
 
-// leaderOr returns the leader, or a random eligible replica when none is known.
-func (e *Executor) leaderOr(ctx context.Context, pick uint64) (string, string) {
+// leader returns the leader, or "" when none is known.
+func (e *Executor) leader(ctx context.Context) string {
 	lctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	if l, err := e.Cluster.Leader(lctx); err == nil {
+	l, err := e.Cluster.Leader(lctx)
+	if err != nil {
+		return ""
+	}
+	return l
+}
+
+// leaderOr returns the leader, or a random eligible replica when none is known.
+func (e *Executor) leaderOr(ctx context.Context, pick uint64) (string, string) {
+	if l := e.leader(ctx); l != "" {
 		return l, "leader"
 	}
 	names := e.eligible()
@@ -188,17 +197,8 @@ func (e *Executor) inject(ctx context.Context, s Step) (targets []string, detail
 		return []string{t}, d, nil, e.restart(ctx, t)
 
 	case RollingRestart:
-		names := allNames(b)
-		leader, _ := e.leaderOr(ctx, s.Pick)
-		if i := slices.Index(names, leader); i >= 0 {
-			names = append(slices.Delete(names, i, i+1), leader)
-		}
-		for _, t := range names {
-			if err := e.restart(ctx, t); err != nil {
-				return names, "followers first, leader last", nil, err
-			}
-		}
-		return names, "followers first, leader last", nil, nil
+		order, detail, err := e.rollingRestart(ctx)
+		return order, detail, nil, err
 
 	case PartitionLeader, PartitionHalves, PartitionBridge:
 		cut, sides, err := e.partition(ctx, s, rng)
@@ -240,14 +240,18 @@ func (e *Executor) inject(ctx context.Context, s Step) (targets []string, detail
 	return nil, "", nil, fmt.Errorf("%w: %s", backend.ErrUnavailable, s.Kind)
 }
 
-// restart stops a replica gracefully, starts it and waits until the cluster
-// is healthy again (bounded).
+// restart stops a replica gracefully, starts it again (on its data dir) and
+// waits until the cluster is healthy again (bounded). A replica that did not
+// stop on SIGTERM within the backend's grace period is still started again,
+// and the error says so.
 func (e *Executor) restart(ctx context.Context, name string) error {
-	if err := e.Backend.Stop(ctx, name); err != nil {
-		e.log().Warn("graceful stop", "replica", name, "err", err)
+	stopErr := e.Backend.Stop(ctx, name)
+	if stopErr != nil {
+		e.log().Warn("graceful stop", "replica", name, "err", stopErr)
+		stopErr = fmt.Errorf("graceful stop of %s: %w", name, stopErr)
 	}
 	if err := e.Backend.StartNode(ctx, name); err != nil {
-		return err
+		return errors.Join(stopErr, fmt.Errorf("start %s: %w", name, err))
 	}
 	wait := e.RestartWait
 	if wait <= 0 {
@@ -256,9 +260,43 @@ func (e *Executor) restart(ctx context.Context, name string) error {
 	wctx, cancel := context.WithTimeout(ctx, wait)
 	defer cancel()
 	if err := e.Cluster.WaitHealthy(wctx); err != nil && ctx.Err() == nil {
-		return fmt.Errorf("after restarting %s: %w", name, err)
+		return errors.Join(stopErr, fmt.Errorf("after restarting %s: %w", name, err))
 	}
-	return nil
+	return stopErr
+}
+
+// rollingRestart restarts every replica once, one at a time, followers
+// first and the leader last: before each restart it asks again who leads
+// (a restart may move leadership) and takes a replica not restarted yet
+// that does not lead, the leader only when no other is left. Each replica
+// is stopped gracefully (SIGTERM), started again on its data dir, and the
+// next one waits until the whole cluster is ready and healthy again. It
+// returns the replicas in the order restarted and how each was chosen.
+func (e *Executor) rollingRestart(ctx context.Context) ([]string, string, error) {
+	left := allNames(e.Backend)
+	var order, how []string
+	for len(left) > 0 {
+		leader := e.leader(ctx) // "" when none is known: any order will do
+		i := slices.IndexFunc(left, func(n string) bool { return n != leader })
+		if i < 0 {
+			i = 0 // only the leader is left
+		}
+		t := left[i]
+		role := "follower"
+		switch {
+		case t == leader:
+			role = "leader"
+		case leader == "":
+			role = "no leader known"
+		}
+		left = slices.Delete(left, i, i+1)
+		order = append(order, t)
+		how = append(how, t+" ("+role+")")
+		if err := e.restart(ctx, t); err != nil {
+			return order, strings.Join(how, ", "), err
+		}
+	}
+	return order, strings.Join(how, ", "), nil
 }
 
 // partition computes the links to cut and describes the sides.

@@ -292,3 +292,114 @@ func TestRunStopsAtDeadline(t *testing.T) {
 		}
 	}
 }
+
+// movingCluster is a cluster whose leader moves when the backend restarts
+// a replica: moves maps the replica just started to the new leader.
+type movingCluster struct {
+	b      *fakeBackend
+	leader string
+	moves  map[string]string
+}
+
+func (c *movingCluster) Leader(context.Context) (string, error) {
+	c.b.mu.Lock()
+	defer c.b.mu.Unlock()
+	if c.leader == "" {
+		return "", errors.New("no leader")
+	}
+	return c.leader, nil
+}
+
+func (c *movingCluster) WaitHealthy(context.Context) error {
+	c.b.mu.Lock()
+	defer c.b.mu.Unlock()
+	last := c.b.actions[len(c.b.actions)-1]
+	if to, ok := c.moves[strings.TrimPrefix(last, "start ")]; ok {
+		c.leader = to
+	}
+	c.b.act("healthy")
+	return nil
+}
+
+func TestRollingRestartLeaderLast(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		leader string
+		moves  map[string]string
+		want   []string
+		detail string
+	}{
+		{
+			name: "leader stays", leader: "cp-1",
+			want:   []string{"cp-2", "cp-3", "cp-1"},
+			detail: "cp-2 (follower), cp-3 (follower), cp-1 (leader)",
+		},
+		{
+			// Restarting cp-1 moves leadership from cp-2 to cp-3: cp-2 is
+			// now a follower and goes next, the new leader last.
+			name: "leadership moves", leader: "cp-2", moves: map[string]string{"cp-1": "cp-3"},
+			want:   []string{"cp-1", "cp-2", "cp-3"},
+			detail: "cp-1 (follower), cp-2 (follower), cp-3 (leader)",
+		},
+		{
+			name: "no leader known", leader: "",
+			want:   []string{"cp-1", "cp-2", "cp-3"},
+			detail: "cp-1 (no leader known), cp-2 (no leader known), cp-3 (no leader known)",
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b := newFake(3)
+			rec := history.NewRecorder()
+			e := &Executor{Backend: b, Cluster: &movingCluster{b: b, leader: tc.leader, moves: tc.moves}, Recorder: rec}
+			if err := e.Run(context.Background(), []Step{{Kind: RollingRestart, Gap: time.Millisecond, Hold: time.Millisecond}}, time.Minute); err != nil {
+				t.Fatal(err)
+			}
+			var want []string
+			for _, n := range tc.want {
+				want = append(want, "stop "+n, "start "+n, "healthy")
+			}
+			if !reflect.DeepEqual(b.actions, want) {
+				t.Errorf("actions:\n got %q\nwant %q", b.actions, want)
+			}
+			f := rec.Snapshot().Faults
+			if len(f) != 1 || !reflect.DeepEqual(f[0].Targets, tc.want) || f[0].Detail != tc.detail || f[0].Error != "" {
+				t.Errorf("window: %+v", f)
+			}
+		})
+	}
+}
+
+// stopFails is a backend whose graceful stop of one replica times out
+// (the process backend then kills it).
+type stopFails struct {
+	*fakeBackend
+	name string
+}
+
+func (s stopFails) Stop(ctx context.Context, n string) error {
+	if err := s.fakeBackend.Stop(ctx, n); err != nil {
+		return err
+	}
+	if n == s.name {
+		return errors.New("still running 10s after SIGTERM, killed")
+	}
+	return nil
+}
+
+func TestRestartRecordsFailedGracefulStop(t *testing.T) {
+	b := newFake(3)
+	rec := history.NewRecorder()
+	e := &Executor{Backend: stopFails{b, "cp-2"}, Cluster: fakeCluster{leader: "cp-1"}, Recorder: rec}
+	if err := e.Run(context.Background(), []Step{{Kind: RollingRestart, Gap: time.Millisecond, Hold: time.Millisecond}}, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	// cp-2 is started again, and the round stops there: the fault says why.
+	want := []string{"stop cp-2", "start cp-2"}
+	if !reflect.DeepEqual(b.actions, want) {
+		t.Errorf("actions: got %q, want %q", b.actions, want)
+	}
+	f := rec.Snapshot().Faults
+	if len(f) != 1 || !strings.Contains(f[0].Error, "graceful stop of cp-2") || !strings.Contains(f[0].Error, "killed") {
+		t.Errorf("window: %+v", f)
+	}
+}

@@ -65,6 +65,7 @@ type flags struct {
 	opTimeout     time.Duration
 	recoveryBound time.Duration
 	checkTimeout  time.Duration
+	minFaults     int
 	cpArgs        []string
 	minGap        time.Duration
 	maxGap        time.Duration
@@ -121,6 +122,7 @@ Nemeses (--nemesis, comma-separated; groups: all, process, partition, smoke):
 	fs.DurationVar(&f.opTimeout, "op-timeout", 3*time.Second, "timeout of one operation (a write that times out has an unknown outcome)")
 	fs.DurationVar(&f.recoveryBound, "recovery-bound", 30*time.Second, "after healing, one leader and every replica healthy within this")
 	fs.DurationVar(&f.checkTimeout, "check-timeout", 2*time.Minute, "bound of the linearizability search per key")
+	fs.IntVar(&f.minFaults, "min-faults", 0, "fail the run unless at least this many faults were carried out, none with an error (0: not checked)")
 	fs.StringSliceVar(&f.cpArgs, "cp-arg", []string{"--raft-snapshot-threshold=512"}, "extra argument for every kuma-cp run (repeatable); the default makes snapshots frequent")
 	fs.DurationVar(&f.minGap, "min-gap", nemesis.DefaultTiming.MinGap, "shortest quiet time between faults")
 	fs.DurationVar(&f.maxGap, "max-gap", nemesis.DefaultTiming.MaxGap, "longest quiet time between faults")
@@ -222,6 +224,7 @@ func runChaos(ctx context.Context, f *flags, seedSet bool, stdout, stderr io.Wri
 		ProxyTraffic:  workload.ProxyOptions{Interval: f.proxyInterval, Timeout: f.proxyTimeout},
 		RecoveryBound: f.recoveryBound,
 		CheckTimeout:  f.checkTimeout,
+		MinFaults:     f.minFaults,
 		KeepData:      f.keepData,
 		Progress:      stderr,
 		Logger:        logger,
