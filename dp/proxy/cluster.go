@@ -15,6 +15,7 @@ type cluster struct {
 	name           string
 	connectTimeout time.Duration
 	lb             lbPolicy
+	choices        int // LEAST_REQUEST: endpoints compared per pick
 	endpoints      []*endpoint
 	next           *atomic.Uint64 // round robin position, shared with the cluster's successors
 }
@@ -36,7 +37,7 @@ func (e *endpoint) eject(now, until time.Time) bool {
 // newCluster builds the runtime form of spec, keeping the ejection state and
 // round robin position of prev (the cluster of the same name, or nil).
 func newCluster(spec *clusterSpec, prev *cluster) *cluster {
-	c := &cluster{name: spec.name, connectTimeout: spec.connectTimeout, lb: spec.lb}
+	c := &cluster{name: spec.name, connectTimeout: spec.connectTimeout, lb: spec.lb, choices: spec.choices}
 	old := map[string]*endpoint{}
 	if prev != nil {
 		c.next = prev.next
@@ -90,18 +91,29 @@ func (c *cluster) attempts(now time.Time) []*endpoint {
 	return append(out, ejected...)
 }
 
-// leastRequest picks the index of the less busy of two random endpoints not
-// ejected (Envoy's default of two choices).
+// leastRequest picks the index of the least busy of c.choices endpoints
+// drawn at random, skipping ejected ones (Envoy's choice_count, 2 unless the
+// cluster sets it). With at least as many choices as endpoints it compares
+// every endpoint once, from a random start, so ties are broken at random.
 func (c *cluster) leastRequest(now time.Time) int {
 	n := len(c.endpoints)
 	best := -1
-	for range 2 {
-		i := rand.IntN(n)
+	consider := func(i int) {
 		if c.endpoints[i].ejected(now) {
-			continue
+			return
 		}
 		if best < 0 || c.endpoints[i].active.Load() < c.endpoints[best].active.Load() {
 			best = i
+		}
+	}
+	if choices := max(c.choices, defaultChoiceCount); choices >= n {
+		start := rand.IntN(n)
+		for k := range n {
+			consider((start + k) % n)
+		}
+	} else {
+		for range choices {
+			consider(rand.IntN(n))
 		}
 	}
 	if best < 0 {

@@ -101,10 +101,14 @@ func (p lbPolicy) String() string {
 	return "ROUND_ROBIN"
 }
 
+// defaultChoiceCount is Envoy's least_request_lb_config.choice_count when unset.
+const defaultChoiceCount = 2
+
 type clusterSpec struct {
 	name           string
 	connectTimeout time.Duration
 	lb             lbPolicy
+	choices        int      // LEAST_REQUEST: endpoints compared per pick (choice_count)
 	endpoints      []string // ip:port of the endpoints that may receive traffic
 }
 
@@ -354,9 +358,16 @@ func (v *validator) cluster(key string, c *clusterv3.Cluster, eds map[string]*en
 		spec.lb = lbRandom
 	case clusterv3.Cluster_LEAST_REQUEST:
 		spec.lb = lbLeastRequest
+		spec.choices = defaultChoiceCount
 		allowed = append(allowed, "least_request_lb_config")
 		if lr := c.GetLeastRequestLbConfig(); lr != nil {
 			v.only(res, "least_request_lb_config", lr, "choice_count")
+			if cc := lr.GetChoiceCount(); cc != nil {
+				if cc.GetValue() < 2 {
+					v.add(res, "least_request_lb_config.choice_count", "must be at least 2, not %d", cc.GetValue())
+				}
+				spec.choices = int(cc.GetValue())
+			}
 		}
 	case clusterv3.Cluster_RING_HASH:
 		spec.lb = lbHash

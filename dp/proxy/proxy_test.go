@@ -14,8 +14,10 @@ import (
 	"testing"
 	"time"
 
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
 )
 
 // TestInbound runs the inbound listener of a generated config in front of
@@ -646,5 +648,56 @@ func TestAddressTakeover(t *testing.T) {
 	}
 	if got, err := askOnce(t, addr, "x"); err != nil || got != "a:x" {
 		t.Fatalf("got %q %v", got, err)
+	}
+}
+
+// TestLeastRequestChoiceCount: a LEAST_REQUEST cluster compares choice_count
+// endpoints per connection: with as many choices as endpoints the idle one
+// always wins; with Envoy's default of two, busy ones are picked too.
+func TestLeastRequestChoiceCount(t *testing.T) {
+	lr := func(choices *wrapperspb.UInt32Value) *clusterSpec {
+		c := edsCluster("backend", time.Second)
+		c.LbPolicy = clusterv3.Cluster_LEAST_REQUEST
+		if choices != nil {
+			c.LbConfig = &clusterv3.Cluster_LeastRequestLbConfig_{LeastRequestLbConfig: &clusterv3.Cluster_LeastRequestLbConfig{ChoiceCount: choices}}
+		}
+		var addrs []string
+		for i := range 10 {
+			addrs = append(addrs, fmt.Sprintf("10.0.0.%d:80", i+1))
+		}
+		pl, err := compile(config(c, loadAssignment("backend", addrs...)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return pl.clusters["backend"]
+	}
+	busy := func(c *cluster) {
+		for _, e := range c.endpoints[1:] {
+			e.active.Store(1)
+		}
+	}
+	now := time.Now()
+
+	all := newCluster(lr(wrapperspb.UInt32(10)), nil)
+	busy(all)
+	for range 100 {
+		if got := all.attempts(now)[0]; got != all.endpoints[0] {
+			t.Fatalf("choice_count 10 of 10 endpoints picked the busy %s", got.addr)
+		}
+	}
+	two := newCluster(lr(nil), nil)
+	busy(two)
+	if two.choices != defaultChoiceCount {
+		t.Fatalf("choices %d without choice_count, want Envoy's %d", two.choices, defaultChoiceCount)
+	}
+	picked := false
+	for range 100 { // two of ten miss the idle endpoint 81% of the time
+		if two.attempts(now)[0] != two.endpoints[0] {
+			picked = true
+			break
+		}
+	}
+	if !picked {
+		t.Fatal("two choices among ten always found the one idle endpoint")
 	}
 }
