@@ -178,13 +178,42 @@ func firstLine(b []byte) string {
 	return s
 }
 
+// Error is kuma-cp's error body: Kuma's shape ({"type", "title", "status",
+// "detail", ...}) plus, on the 503 of a write, whether the write may have
+// been applied or may still be.
+type Error struct {
+	Type   string `json:"type"`
+	Title  string `json:"title"`
+	Status int    `json:"status"`
+	Detail string `json:"detail"`
+	// MayHaveApplied is nil when the body does not say: a client must then
+	// assume the write may have been applied.
+	MayHaveApplied *bool `json:"mayHaveApplied,omitempty"`
+}
+
+// DecodeError decodes a Kuma error body; ok is false when body is not one
+// (no title).
+func DecodeError(body []byte) (e Error, ok bool) {
+	if json.Unmarshal(body, &e) != nil || e.Title == "" {
+		return Error{}, false
+	}
+	return e, true
+}
+
+// CertainlyNotApplied reports whether an answer says in so many words that
+// its write did not and will not take effect: a 503 whose body has
+// "mayHaveApplied": false. Any other 5xx may have been applied.
+func (r *Response) CertainlyNotApplied() bool {
+	if r.Status != http.StatusServiceUnavailable {
+		return false
+	}
+	e, ok := DecodeError(r.Body)
+	return ok && e.MayHaveApplied != nil && !*e.MayHaveApplied
+}
+
 // ErrorTitle extracts the title of a Kuma error body (or its first line).
 func ErrorTitle(body []byte) string {
-	var e struct {
-		Title  string `json:"title"`
-		Detail string `json:"detail"`
-	}
-	if json.Unmarshal(body, &e) == nil && e.Title != "" {
+	if e, ok := DecodeError(body); ok {
 		if e.Detail != "" {
 			return e.Title + ": " + e.Detail
 		}

@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"slices"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -363,8 +362,9 @@ func (w *REST) do(ctx context.Context, rec *history.Recorder, c *client, t Targe
 
 // classify sets the outcome (and what was read) from an answer. A 5xx (and
 // 499) of a write is unknown: a 503 after the leader lost leadership or timed
-// out may still be applied later. The exceptions are the 503s whose reason
-// shows the write never left the replica (see NotProposed).
+// out may still be applied later. The exception is a 503 whose body says the
+// write was not applied (see writeFailure). Any other answer (404, 409, 412,
+// 400) is a definite one.
 func classify(op *history.Op, resp *api.Response) {
 	s := resp.Status
 	switch op.Kind {
@@ -405,21 +405,15 @@ func classify(op *history.Op, resp *api.Response) {
 	}
 }
 
-// NotProposed lists reasons of kuma-cp's 503 that mean the write was
-// certainly not proposed: no leader was elected in time (kuma-cp waits for
-// one before proposing, and retries a first attempt only when it certainly
-// was not proposed), or the replica could not even connect to the leader to
-// forward it. Every other 503 is an unknown outcome.
-var NotProposed = []string{"no leader elected within", "connect: connection refused"}
-
+// writeFailure classifies a 5xx (or 499) answer to a write. Only kuma-cp's
+// own word makes it a definite failure: a 503 whose body says
+// "mayHaveApplied": false (refused before it was proposed). Every other 5xx
+// (a 503 that says true or nothing, a 500, a 504 of something in between)
+// may have been applied, or may still be: unknown.
 func writeFailure(resp *api.Response) (history.Outcome, string) {
 	msg := api.ErrorTitle(resp.Body)
-	if resp.Status == http.StatusServiceUnavailable {
-		for _, reason := range NotProposed {
-			if strings.Contains(msg, reason) {
-				return history.Fail, msg
-			}
-		}
+	if resp.CertainlyNotApplied() {
+		return history.Fail, msg + " (mayHaveApplied: false)"
 	}
 	return history.Unknown, msg
 }

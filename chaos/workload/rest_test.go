@@ -91,8 +91,15 @@ func (f *fakeCP) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 func runAgainst(t *testing.T, srv *fakeCP) *history.History {
 	t.Helper()
+	return runAgainstHandler(t, srv, srv.ServeHTTP)
+}
+
+// runAgainstHandler runs the workload against handler, which serves from
+// srv (reset first).
+func runAgainstHandler(t *testing.T, srv *fakeCP, handler http.HandlerFunc) *history.History {
+	t.Helper()
 	srv.res, srv.prev = map[string]fakeRes{}, map[string]fakeRes{}
-	ts := httptest.NewServer(srv)
+	ts := httptest.NewServer(handler)
 	defer ts.Close()
 	rec := history.NewRecorder()
 	w := NewREST(RESTOptions{Clients: 4, Keys: 2, OpsPerKey: 60, MaxOps: 400, Think: time.Millisecond, Timeout: 2 * time.Second})
@@ -128,6 +135,13 @@ func TestRESTAgainstCorrectServer(t *testing.T) {
 			t.Errorf("no %s operation in %v", k, counts)
 		}
 	}
+	mustPassRESTCheckers(t, h)
+}
+
+// mustPassRESTCheckers fails t unless the checkers of the REST history
+// pass.
+func mustPassRESTCheckers(t *testing.T, h *history.History) {
+	t.Helper()
 	for _, v := range []check.Verdict{
 		check.Linearizable(h.Ops, check.LinearizableOptions{}),
 		check.LostWrites(h.Ops),
@@ -220,3 +234,88 @@ func TestPickAvoidsUnansweringReplica(t *testing.T) {
 }
 
 func newTestRand() *rand.Rand { return rand.New(rand.NewPCG(1, 2)) }
+
+func TestClassifyWriteAnswers(t *testing.T) {
+	const (
+		notApplied = `{"type":"/std-errors","title":"No quorum: the control plane cannot accept writes","status":503,"detail":"no leader elected within 2s","mayHaveApplied":false}`
+		mayApply   = `{"type":"/std-errors","title":"No quorum: the control plane cannot accept writes","status":503,"detail":"leadership lost while committing","mayHaveApplied":true}`
+		silent     = `{"type":"/std-errors","title":"No quorum: the control plane cannot accept writes","status":503,"detail":"no leader elected within 2s"}`
+	)
+	for _, tt := range []struct {
+		name   string
+		status int
+		body   string
+		want   history.Outcome
+	}{
+		{"503 not applied", 503, notApplied, history.Fail},
+		{"503 may have applied", 503, mayApply, history.Unknown},
+		// The reason text alone no longer decides (it used to).
+		{"503 without the field", 503, silent, history.Unknown},
+		{"503 with a non-JSON body", 503, "Service Unavailable\n", history.Unknown},
+		{"503 with a field of the wrong type", 503, `{"title":"x","mayHaveApplied":"false"}`, history.Unknown},
+		{"500 saying not applied", 500, strings.Replace(notApplied, "503", "500", 1), history.Unknown},
+		{"502", 502, "bad gateway", history.Unknown},
+		{"504", 504, "", history.Unknown},
+		{"499", 499, `{"title":"Could not create or update a resource"}`, history.Unknown},
+		{"412", 412, `{"title":"Precondition Failed"}`, history.Fail},
+		{"409", 409, `{"title":"Conflict"}`, history.Fail},
+		{"400", 400, `{"title":"Bad Request"}`, history.Fail},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			for _, kind := range []history.Kind{history.Write, history.CAS, history.Delete} {
+				op := history.Op{Kind: kind, IfVersion: 3}
+				classify(&op, &api.Response{Status: tt.status, Header: http.Header{}, Body: []byte(tt.body)})
+				if op.Outcome != tt.want {
+					t.Errorf("%s: outcome %s (%s), want %s", kind, op.Outcome, op.Error, tt.want)
+				}
+			}
+		})
+	}
+	op := history.Op{Kind: history.Delete}
+	classify(&op, &api.Response{Status: 404, Header: http.Header{}, Body: []byte(`{"title":"Not found"}`)})
+	if op.Outcome != history.Fail {
+		t.Errorf("delete 404: outcome %s", op.Outcome)
+	}
+}
+
+// TestRESTAgainstUnavailableServer runs the workload against a server that
+// refuses every other write with a 503 saying it was not applied, and
+// applies (but answers 503 "may have applied" for) some others: the history
+// must stay linearizable, and the refused writes must be failures.
+func TestRESTAgainstUnavailableServer(t *testing.T) {
+	srv := &fakeCP{}
+	var n int
+	var mu sync.Mutex
+	h := runAgainstHandler(t, srv, func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodGet {
+			srv.ServeHTTP(w, r)
+			return
+		}
+		mu.Lock()
+		n++
+		i := n
+		mu.Unlock()
+		switch i % 3 {
+		case 0:
+			w.WriteHeader(http.StatusServiceUnavailable)
+			fmt.Fprint(w, `{"title":"No quorum","status":503,"detail":"no leader","mayHaveApplied":false}`)
+		case 1:
+			rw := httptest.NewRecorder()
+			srv.ServeHTTP(rw, r)
+			w.WriteHeader(http.StatusServiceUnavailable)
+			fmt.Fprint(w, `{"title":"No quorum","status":503,"detail":"leadership lost while committing","mayHaveApplied":true}`)
+		default:
+			srv.ServeHTTP(w, r)
+		}
+	})
+	counts := map[history.Outcome]int{}
+	for _, op := range h.Ops {
+		if op.IsWrite() {
+			counts[op.Outcome]++
+		}
+	}
+	if counts[history.Fail] == 0 || counts[history.Unknown] == 0 || counts[history.OK] == 0 {
+		t.Errorf("write outcomes %v: want some of each", counts)
+	}
+	mustPassRESTCheckers(t, h)
+}
