@@ -37,6 +37,8 @@ type Config struct {
 	DeadServerCleanup bool
 
 	Logger *slog.Logger
+
+	env *env // nil: TCP and disk (tcpEnv); the in-memory test harness sets its own
 }
 
 // DefaultConfig returns LAN-tuned defaults.
@@ -54,8 +56,44 @@ func DefaultConfig() Config {
 	}
 }
 
-// ErrNoQuorum: no leader is reachable or the leader cannot commit; writes get 503.
+// Errors of Apply fall in two classes, and callers must keep them apart:
+//
+//   - refused before proposing: ErrNoQuorum, ErrShuttingDown,
+//     ErrProtocolVersion, a deterministic rejection (Result.Err). The command
+//     was not, and never will be, applied.
+//   - outcome unknown: ErrOutcomeUnknown and the caller's own context
+//     expiring. The command was proposed (or may have been) and may still be
+//     committed and applied; it must not be retried blindly.
+//
+// MayHaveApplied tells the two apart.
+
+// ErrNoQuorum: no leader is reachable or the leader cannot commit; the
+// command was not proposed; writes get 503.
 var ErrNoQuorum = errors.New("no quorum: the cluster has no leader that can commit writes")
+
+// ErrOutcomeUnknown: the command was proposed but the leader lost its
+// leadership, stopped or became unreachable before the commit was known; it
+// may or may not be applied. Never retried by this package.
+var ErrOutcomeUnknown = errors.New("outcome unknown: the write was proposed and may or may not be applied")
+
+// MayHaveApplied reports whether a command whose Apply returned err may still
+// be (or have been) applied: true for ErrOutcomeUnknown, context expiry and
+// any error this package does not classify as refused before proposing.
+func MayHaveApplied(err error) bool {
+	var nl *NotLeaderError
+	switch {
+	case err == nil:
+		return true
+	case errors.Is(err, ErrOutcomeUnknown):
+		return true
+	case errors.Is(err, ErrNoQuorum), errors.Is(err, ErrShuttingDown),
+		errors.Is(err, ErrProtocolVersion), errors.Is(err, ErrUnknownReplica),
+		errors.As(err, &nl):
+		return false
+	default:
+		return true
+	}
+}
 
 // ErrShuttingDown: the replica is stopping.
 var ErrShuttingDown = errors.New("replica is shutting down")

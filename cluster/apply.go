@@ -13,13 +13,16 @@ import (
 
 // Apply proposes a command through the leader (forwarded if this replica is a
 // follower) and returns once this replica has applied it (read-your-writes).
-// Errors: ErrNoQuorum, ErrShuttingDown, ErrProtocolVersion, ctx errors. A
-// deterministic rejection is Result.Err, not err.
+// A deterministic rejection is Result.Err, not err. The errors are those of
+// api.go: refused before proposing (ErrNoQuorum, ErrShuttingDown,
+// ErrProtocolVersion) or ErrOutcomeUnknown; MayHaveApplied tells them apart.
+// The Result carries the entry's index, Created and Err, never the stored
+// resource (its version is the index).
 //
-// A command is retried once against a new leader only when it certainly was
-// not proposed (the first leader refused it or could not be reached). When
-// leadership is lost after proposing, the outcome is unknown and Apply
-// returns ErrNoQuorum rather than risk applying it twice.
+// The command is stamped with this replica's clock and encoded once; the same
+// bytes are forwarded and proposed. It is retried once, on a new leader, only
+// when it certainly was not proposed (the first leader refused it or could not
+// be reached).
 func (n *Node) Apply(ctx context.Context, cmd fsm.Command) (*fsm.Result, error) {
 	if err := n.usable(); err != nil {
 		return nil, err
@@ -27,42 +30,40 @@ func (n *Node) Apply(ctx context.Context, cmd fsm.Command) (*fsm.Result, error) 
 	start := time.Now()
 	defer func() { n.metrics.applyLatency.Observe(time.Since(start).Seconds()) }()
 
-	// Validate the encoding here so a bad command fails on this replica.
-	if _, err := fsm.Encode(cmd); err != nil {
+	if cmd.Time.IsZero() {
+		cmd.Time = time.Now().UTC()
+	}
+	data, err := fsm.Encode(cmd)
+	if err != nil {
 		return nil, fmt.Errorf("apply: %w", err)
 	}
 	ctx, cancel := context.WithTimeout(ctx, n.cfg.ApplyTimeout+2*n.cfg.ElectionTimeout)
 	defer cancel()
 
-	var lastErr error
-	for attempt := 0; attempt < 2; attempt++ {
-		leaderAddr, leaderID, err := n.waitLeader(ctx)
-		if err != nil {
-			return nil, err
-		}
-		if leaderID == n.cfg.Name {
-			res, err := n.applyOnLeader(ctx, cmd)
-			if err != nil && retryable(err) {
-				lastErr = err
-				continue
+	var res *fsm.Result
+	err = n.onLeader(ctx,
+		func(ctx context.Context) (err error) {
+			res, err = n.applyOnLeader(ctx, cmd.Type, data)
+			return err
+		},
+		func(ctx context.Context, leader string) error {
+			start := time.Now()
+			var w wireResult
+			err := n.call(ctx, "POST", leader, "/v1/apply", data, &w)
+			n.metrics.commitLatency.Observe(time.Since(start).Seconds())
+			if err == nil {
+				res = decodeResult(&w)
 			}
-			return res, err
-		}
-		res, err := n.forwardApply(ctx, leaderAddr, cmd)
-		if err != nil {
-			if retryable(err) {
-				lastErr = err
-				n.log.Debug("forwarded apply refused; retrying", "leader", leaderID, "err", err)
-				continue
-			}
-			return nil, n.mapErr(ctx, err)
-		}
-		if err := n.waitApplied(ctx, res.Index); err != nil {
-			return nil, n.mapErr(ctx, fmt.Errorf("wait for local apply of entry %d: %w", res.Index, err))
-		}
-		return res, nil
+			return err
+		})
+	if err != nil {
+		return nil, err
 	}
-	return nil, fmt.Errorf("%w: %v", ErrNoQuorum, lastErr)
+	if err := n.waitApplied(ctx, res.Index); err != nil {
+		// Committed: applied on the leader, not yet here.
+		return nil, fmt.Errorf("%w: committed as entry %d but not applied on this replica in time: %w", ErrOutcomeUnknown, res.Index, err)
+	}
+	return res, nil
 }
 
 // usable refuses work before Start and after Close.
@@ -76,25 +77,54 @@ func (n *Node) usable() error {
 	return nil
 }
 
-// retryable: the command was certainly not proposed by the contacted leader.
-func retryable(err error) bool {
-	var nl *NotLeaderError
-	return errors.As(err, &nl) || errors.Is(err, raft.ErrNotLeader) || errors.Is(err, errUnreachable)
+// onLeader runs local when this replica leads and remote(leader's address)
+// otherwise. It retries once, on whichever replica leads then, only when the
+// first attempt certainly did not propose; every other failure is classified
+// and returned.
+func (n *Node) onLeader(ctx context.Context, local func(context.Context) error, remote func(ctx context.Context, leader string) error) error {
+	var lastErr error
+	for attempt := 0; attempt < 2; attempt++ {
+		addr, id, err := n.waitLeader(ctx)
+		if err != nil {
+			return err
+		}
+		if id == n.cfg.Name {
+			err = local(ctx)
+		} else {
+			err = remote(ctx, addr)
+		}
+		switch {
+		case err == nil:
+			return nil
+		case notProposed(err):
+			n.log.Debug("leader refused before proposing; retrying", "leader", id, "err", err)
+			lastErr = err
+		default:
+			return n.classify(ctx, err)
+		}
+	}
+	return fmt.Errorf("%w: %w", ErrNoQuorum, lastErr)
 }
 
-// mapErr turns transport failures into ErrNoQuorum, keeping ctx and typed errors.
-func (n *Node) mapErr(ctx context.Context, err error) error {
+// notProposed: the contacted leader certainly did not propose the command
+// (it was not the leader, was stopping before proposing, or was never reached).
+func notProposed(err error) bool {
+	var nl *NotLeaderError
+	return errors.As(err, &nl) || errors.Is(err, errUnreachable)
+}
+
+// classify keeps the errors of api.go and turns everything else (a broken
+// connection after the request was sent, a deadline while the leader worked)
+// into ErrOutcomeUnknown.
+func (n *Node) classify(ctx context.Context, err error) error {
 	switch {
-	case err == nil:
-		return nil
-	case n.closing.Load():
-		return ErrShuttingDown
-	case errors.Is(err, ErrNoQuorum), errors.Is(err, ErrShuttingDown), errors.Is(err, ErrProtocolVersion), errors.Is(err, ErrUnknownReplica):
+	case errors.Is(err, ErrOutcomeUnknown), errors.Is(err, ErrNoQuorum), errors.Is(err, ErrShuttingDown),
+		errors.Is(err, ErrProtocolVersion), errors.Is(err, ErrUnknownReplica):
 		return err
-	case errors.Is(err, context.Canceled) && ctx.Err() != nil:
-		return err
+	case ctx.Err() != nil:
+		return fmt.Errorf("%w: %w", ErrOutcomeUnknown, ctx.Err())
 	default:
-		return fmt.Errorf("%w: %v", ErrNoQuorum, err)
+		return fmt.Errorf("%w: %w", ErrOutcomeUnknown, err)
 	}
 }
 
@@ -125,81 +155,84 @@ func (n *Node) waitLeader(ctx context.Context) (addr, id string, err error) {
 	}
 }
 
-// ctxErr reports a timeout of our own bounded wait as ErrNoQuorum.
+// ctxErr reports a timeout of our own bounded wait as ErrNoQuorum; for waits
+// that come before anything is proposed.
 func (n *Node) ctxErr(ctx context.Context) error {
 	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
-		return fmt.Errorf("%w: %v", ErrNoQuorum, ctx.Err())
+		return fmt.Errorf("%w: %w", ErrNoQuorum, ctx.Err())
 	}
 	return ctx.Err()
 }
 
-// applyOnLeader proposes cmd on this replica, which must lead.
-func (n *Node) applyOnLeader(ctx context.Context, cmd fsm.Command) (*fsm.Result, error) {
+// notLeader is the refusal of a replica that does not lead.
+func (n *Node) notLeader() error {
+	_, id := n.raft.LeaderWithID()
+	return &NotLeaderError{Leader: string(id)}
+}
+
+// applyOnLeader proposes data (an encoded command of type t) on this
+// replica, which must lead.
+func (n *Node) applyOnLeader(ctx context.Context, t fsm.CommandType, data []byte) (*fsm.Result, error) {
 	if n.closing.Load() {
 		return nil, ErrShuttingDown
 	}
 	if n.raft.State() != raft.Leader {
-		_, id := n.raft.LeaderWithID()
-		return nil, &NotLeaderError{Leader: string(id)}
+		return nil, n.notLeader()
 	}
-	if err := n.checkProtocol(cmd.Type); err != nil {
+	if err := n.checkProtocol(t); err != nil {
 		return nil, err
-	}
-	if cmd.Time.IsZero() {
-		cmd.Time = time.Now().UTC()
-	}
-	data, err := fsm.Encode(cmd)
-	if err != nil {
-		return nil, fmt.Errorf("apply: %w", err)
 	}
 	start := time.Now()
 	f := n.raft.Apply(data, n.cfg.ApplyTimeout)
-	errCh := make(chan error, 1)
-	go func() { errCh <- f.Error() }() // resolves at commit, leadership loss or shutdown
-	select {
-	case err = <-errCh:
-	case <-ctx.Done():
-		return nil, n.ctxErr(ctx)
+	if h := n.hooks.proposed.Load(); h != nil {
+		(*h)(n, data)
+	}
+	if err := n.await(ctx, f); err != nil {
+		return nil, n.proposalErr(err)
 	}
 	n.metrics.commitLatency.Observe(time.Since(start).Seconds())
-	switch {
-	case err == nil:
-	case errors.Is(err, raft.ErrNotLeader):
-		_, id := n.raft.LeaderWithID()
-		return nil, &NotLeaderError{Leader: string(id)}
-	case errors.Is(err, raft.ErrRaftShutdown):
-		return nil, ErrShuttingDown
-	case errors.Is(err, raft.ErrLeadershipLost):
-		return nil, fmt.Errorf("%w: leadership lost while committing; the write may or may not have been applied", ErrNoQuorum)
-	case errors.Is(err, raft.ErrEnqueueTimeout):
-		return nil, fmt.Errorf("%w: %v", ErrNoQuorum, err)
-	default:
-		return nil, fmt.Errorf("%w: %v", ErrNoQuorum, err)
-	}
 	res, ok := f.Response().(*fsm.Result)
 	if !ok || res == nil {
-		return nil, fmt.Errorf("apply: state machine returned %T, not *fsm.Result", f.Response())
+		return nil, fmt.Errorf("%w: state machine returned %T, not *fsm.Result", ErrOutcomeUnknown, f.Response())
 	}
-	return res, nil
+	return &fsm.Result{Index: res.Index, Created: res.Created, Err: res.Err}, nil
 }
 
-// forwardApply sends cmd to the leader; the leader stamps the time.
-func (n *Node) forwardApply(ctx context.Context, leaderAddr string, cmd fsm.Command) (*fsm.Result, error) {
-	data, err := fsm.Encode(cmd)
-	if err != nil {
-		return nil, fmt.Errorf("apply: %w", err)
+// proposalErr classifies the error of raft.Apply's future. Only refusals
+// raft makes before the entry enters the log are "not proposed"; once it
+// may be in the log (shutdown, lost leadership, timeouts, our context) the
+// outcome is unknown.
+func (n *Node) proposalErr(err error) error {
+	switch {
+	case errors.Is(err, raft.ErrNotLeader), errors.Is(err, raft.ErrLeadershipTransferInProgress):
+		return n.notLeader()
+	case errors.Is(err, raft.ErrEnqueueTimeout):
+		return fmt.Errorf("%w: %w", ErrNoQuorum, err)
+	default:
+		return fmt.Errorf("%w: %w", ErrOutcomeUnknown, err)
 	}
-	start := time.Now()
-	var resp applyResponse
-	err = n.call(ctx, "POST", leaderAddr, "/v1/apply", data, &resp)
-	n.metrics.commitLatency.Observe(time.Since(start).Seconds())
-	if err != nil {
-		return nil, err
+}
+
+// errStopped: this replica began to shut down before a future resolved.
+// (hashicorp/raft does not resolve the future of an entry that was
+// committed but not yet applied when it shuts down.)
+var errStopped = errors.New("replica stopped while waiting for raft")
+
+// await is the one bridge from a raft future to a context: the future's
+// error, ctx's once ctx ends first, or errStopped once the replica begins to
+// shut down. raft still resolves the future later (or never, on shutdown);
+// the goroutine ends with raft.
+func (n *Node) await(ctx context.Context, f raft.Future) error {
+	errCh := make(chan error, 1)
+	go func() { errCh <- f.Error() }()
+	select {
+	case err := <-errCh:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-n.shutdownCh:
+		return errStopped
 	}
-	if resp.Result == nil {
-		return nil, fmt.Errorf("forwarded apply: leader returned no result")
-	}
-	return decodeResult(resp.Result)
 }
 
 // checkProtocol is the rolling-upgrade gate: every known replica (alive in
@@ -234,33 +267,32 @@ func (n *Node) ConsistentRead(ctx context.Context) error {
 	}
 	ctx, cancel := context.WithTimeout(ctx, n.cfg.ApplyTimeout+2*n.cfg.ElectionTimeout)
 	defer cancel()
-	var lastErr error
-	for attempt := 0; attempt < 2; attempt++ {
-		leaderAddr, leaderID, err := n.waitLeader(ctx)
-		if err != nil {
-			return err
-		}
-		var idx uint64
-		if leaderID == n.cfg.Name {
+	var idx uint64
+	err := n.onLeader(ctx,
+		func(ctx context.Context) (err error) {
 			idx, err = n.leaderReadIndex(ctx)
-		} else {
+			return err
+		},
+		func(ctx context.Context, leader string) error {
 			var resp readIndexResponse
-			err = n.call(ctx, "GET", leaderAddr, "/v1/readindex", nil, &resp)
+			err := n.call(ctx, "GET", leader, "/v1/readindex", nil, &resp)
 			idx = resp.Index
-		}
-		if err != nil {
-			if retryable(err) {
-				lastErr = err
-				continue
-			}
-			return n.mapErr(ctx, err)
-		}
-		if err := n.waitApplied(ctx, idx); err != nil {
-			return n.mapErr(ctx, err)
-		}
-		return nil
+			return err
+		})
+	if err == nil {
+		err = n.waitApplied(ctx, idx)
 	}
-	return fmt.Errorf("%w: %v", ErrNoQuorum, lastErr)
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, context.Canceled) && ctx.Err() != nil:
+		return err
+	case errors.Is(err, ErrNoQuorum), errors.Is(err, ErrShuttingDown):
+		return err
+	default:
+		// A read changes nothing: whatever went wrong, there is no consistent read.
+		return fmt.Errorf("%w: %w", ErrNoQuorum, err)
+	}
 }
 
 // leaderReadIndex: the commit index, once leadership is verified with a
@@ -271,49 +303,32 @@ func (n *Node) leaderReadIndex(ctx context.Context) (uint64, error) {
 		return 0, ErrShuttingDown
 	}
 	if n.raft.State() != raft.Leader {
-		_, id := n.raft.LeaderWithID()
-		return 0, &NotLeaderError{Leader: string(id)}
+		return 0, n.notLeader()
 	}
-	if term := n.currentTerm(); n.leaderReadyTerm.Load() != term {
-		if err := n.futureErr(ctx, n.raft.Barrier(n.cfg.ApplyTimeout)); err != nil {
-			return 0, n.raftErr(err)
+	if n.leaderReadyTerm.Load() != n.raft.CurrentTerm() {
+		if err := n.await(ctx, n.raft.Barrier(n.cfg.ApplyTimeout)); err != nil {
+			return 0, n.readErr(ctx, err)
 		}
 	}
 	idx := n.raft.CommitIndex()
-	if err := n.futureErr(ctx, n.raft.VerifyLeader()); err != nil {
-		return 0, n.raftErr(err)
+	if err := n.await(ctx, n.raft.VerifyLeader()); err != nil {
+		return 0, n.readErr(ctx, err)
 	}
 	return idx, nil
 }
 
-func (n *Node) currentTerm() uint64 {
-	var t uint64
-	_, _ = fmt.Sscan(n.raft.Stats()["term"], &t)
-	return t
-}
-
-func (n *Node) futureErr(ctx context.Context, f raft.Future) error {
-	errCh := make(chan error, 1)
-	go func() { errCh <- f.Error() }()
-	select {
-	case err := <-errCh:
-		return err
-	case <-ctx.Done():
-		return n.ctxErr(ctx)
-	}
-}
-
-func (n *Node) raftErr(err error) error {
+// readErr classifies a failed barrier or leadership check of a read: reads
+// change nothing, so losing leadership is a plain refusal (retry elsewhere).
+func (n *Node) readErr(ctx context.Context, err error) error {
 	switch {
 	case errors.Is(err, raft.ErrNotLeader), errors.Is(err, raft.ErrLeadershipLost):
-		_, id := n.raft.LeaderWithID()
-		return &NotLeaderError{Leader: string(id)}
-	case errors.Is(err, raft.ErrRaftShutdown):
+		return n.notLeader()
+	case errors.Is(err, raft.ErrRaftShutdown), errors.Is(err, errStopped):
 		return ErrShuttingDown
-	case errors.Is(err, ErrNoQuorum), errors.Is(err, context.Canceled):
-		return err
+	case ctx.Err() != nil:
+		return n.ctxErr(ctx)
 	default:
-		return fmt.Errorf("%w: %v", ErrNoQuorum, err)
+		return fmt.Errorf("%w: %w", ErrNoQuorum, err)
 	}
 }
 
@@ -332,7 +347,7 @@ func (n *Node) waitApplied(ctx context.Context, target uint64) error {
 		err := n.state.WaitApplied(wctx, next)
 		cancel()
 		if err != nil && ctx.Err() != nil {
-			return n.ctxErr(ctx)
+			return ctx.Err()
 		}
 		if n.closing.Load() {
 			return ErrShuttingDown
@@ -350,10 +365,10 @@ func (n *Node) appliedUpTo(target uint64) (bool, uint64) {
 	if n.raft.AppliedIndex() < target {
 		return false, applied + 1
 	}
-	first, _ := n.store.FirstIndex()
+	first, _ := n.stores.log.FirstIndex()
 	for i := applied + 1; i <= target; i++ {
 		var l raft.Log
-		if err := n.store.GetLog(i, &l); err != nil {
+		if err := n.stores.log.GetLog(i, &l); err != nil {
 			if i < first {
 				continue // compacted into a snapshot the FSM already has
 			}
@@ -379,34 +394,20 @@ func (n *Node) RemoveReplica(ctx context.Context, name string) error {
 	}
 	ctx, cancel := context.WithTimeout(ctx, n.cfg.ApplyTimeout+2*n.cfg.ElectionTimeout)
 	defer cancel()
-	var lastErr error
-	for attempt := 0; attempt < 2; attempt++ {
-		leaderAddr, leaderID, err := n.waitLeader(ctx)
-		if err != nil {
-			return err
-		}
-		if leaderID == n.cfg.Name {
-			err = n.removeOnLeader(name)
-		} else {
-			err = n.call(ctx, "POST", leaderAddr, "/v1/remove?name="+urlQueryEscape(name), nil, nil)
-		}
-		if err != nil && retryable(err) {
-			lastErr = err
-			continue
-		}
-		return n.mapErr(ctx, err)
-	}
-	return fmt.Errorf("%w: %v", ErrNoQuorum, lastErr)
+	return n.onLeader(ctx,
+		func(ctx context.Context) error { return n.removeOnLeader(ctx, name) },
+		func(ctx context.Context, leader string) error {
+			return n.call(ctx, "POST", leader, "/v1/remove?name="+urlQueryEscape(name), nil, nil)
+		})
 }
 
-func (n *Node) removeOnLeader(name string) error {
+func (n *Node) removeOnLeader(ctx context.Context, name string) error {
 	if n.raft.State() != raft.Leader {
-		_, id := n.raft.LeaderWithID()
-		return &NotLeaderError{Leader: string(id)}
+		return n.notLeader()
 	}
 	cfg, err := n.configuration()
 	if err != nil {
-		return n.raftErr(err)
+		return n.readErr(ctx, err)
 	}
 	found := false
 	for _, s := range cfg.Servers {
@@ -421,8 +422,8 @@ func (n *Node) removeOnLeader(name string) error {
 	n.mu.Lock()
 	n.mu.tombstones[name] = true
 	n.mu.Unlock()
-	if err := n.raft.RemoveServer(raft.ServerID(name), 0, n.cfg.ApplyTimeout).Error(); err != nil {
-		return n.raftErr(err)
+	if err := n.await(ctx, n.raft.RemoveServer(raft.ServerID(name), 0, n.cfg.ApplyTimeout)); err != nil {
+		return n.proposalErr(err)
 	}
 	n.log.Info("removed replica from the cluster", "member", name)
 	return nil

@@ -93,11 +93,18 @@ func (n *Node) startGossip() error {
 	mc.SuspicionMult = 3
 	mc.PushPullInterval = 15 * time.Second
 	mc.DeadNodeReclaimTime = 10 * time.Second
+	if n.env.gossipTransport != nil {
+		mc.Transport = n.env.gossipTransport()
+	}
 	ml, err := memberlist.Create(mc)
 	if err != nil {
 		return fmt.Errorf("start gossip on %s: %w", cfg.GossipAddr, err)
 	}
 	n.ml = ml
+	if mc.Transport != nil {
+		n.gossipAddr = ml.LocalNode().Address()
+		return nil
+	}
 	if port == 0 {
 		port = int(ml.LocalNode().Port)
 	}

@@ -97,7 +97,7 @@ func (n *Node) runLeaderSession(ctx context.Context, prev <-chan struct{}, done 
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
-	n.leaderReadyTerm.Store(n.currentTerm())
+	n.leaderReadyTerm.Store(n.raft.CurrentTerm())
 	n.ensureClusterID()
 
 	var wg sync.WaitGroup

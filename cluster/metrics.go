@@ -1,7 +1,6 @@
 package cluster
 
 import (
-	"strconv"
 	"sync/atomic"
 
 	"github.com/hashicorp/raft"
@@ -81,8 +80,7 @@ func (c raftCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 		ch <- prometheus.MustNewConstMetric(m.raftState, prometheus.GaugeValue, v, s.String())
 	}
-	term, _ := strconv.ParseUint(r.Stats()["term"], 10, 64)
-	ch <- prometheus.MustNewConstMetric(m.term, prometheus.GaugeValue, float64(term))
+	ch <- prometheus.MustNewConstMetric(m.term, prometheus.GaugeValue, float64(r.CurrentTerm()))
 	ch <- prometheus.MustNewConstMetric(m.lastIndex, prometheus.GaugeValue, float64(r.LastIndex()))
 	ch <- prometheus.MustNewConstMetric(m.commitIndex, prometheus.GaugeValue, float64(r.CommitIndex()))
 	ch <- prometheus.MustNewConstMetric(m.appliedIndex, prometheus.GaugeValue, float64(n.state.AppliedIndex()))

@@ -148,17 +148,18 @@ func (l *chanListener) Addr() net.Addr { return l.addr }
 // streamLayer is raft's transport over the mux.
 type streamLayer struct {
 	*chanListener
+	dial func(ctx context.Context, addr string, timeout time.Duration) (net.Conn, error)
 }
 
 var _ raft.StreamLayer = streamLayer{}
 
 func (s streamLayer) Dial(address raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
-	return dialMux(context.Background(), string(address), timeout, muxRaft)
+	return dialMux(context.Background(), s.dial, string(address), timeout, muxRaft)
 }
 
-func dialMux(ctx context.Context, addr string, timeout time.Duration, proto byte) (net.Conn, error) {
-	d := net.Dialer{Timeout: timeout}
-	conn, err := d.DialContext(ctx, "tcp", addr)
+// dialMux connects to a peer's Raft+RPC port and names the protocol.
+func dialMux(ctx context.Context, dial func(context.Context, string, time.Duration) (net.Conn, error), addr string, timeout time.Duration, proto byte) (net.Conn, error) {
+	conn, err := dial(ctx, addr, timeout)
 	if err != nil {
 		return nil, err
 	}

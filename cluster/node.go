@@ -7,8 +7,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
-	"path/filepath"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -18,7 +16,6 @@ import (
 	"github.com/hashicorp/memberlist"
 	"github.com/hashicorp/raft"
 	autopilot "github.com/hashicorp/raft-autopilot"
-	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
 
 	"github.com/kuma-ha/kuma-ha/fsm"
 )
@@ -35,12 +32,13 @@ type Node struct {
 	hlog     hclog.Logger
 	state    StateMachine
 
-	store *raftboltdb.BoltStore
-	snaps *raft.FileSnapshotStore
+	env    *env
+	stores *stores
+	hooks  hooks
 
 	// Set by Start, read-only afterwards.
 	raft       *raft.Raft
-	transport  *raft.NetworkTransport
+	transport  raft.Transport
 	mux        *mux
 	rpcServer  *http.Server
 	httpClient *http.Client
@@ -79,6 +77,12 @@ type Node struct {
 		tombstones map[string]bool
 		clusterID  string
 	}
+}
+
+// hooks let in-process tests act at an exact step of the write path.
+type hooks struct {
+	// proposed runs on the leader right after raft.Apply of a command's bytes.
+	proposed atomic.Pointer[func(n *Node, data []byte)]
 }
 
 type leaderFn struct {
@@ -124,24 +128,16 @@ func NewWithStateMachine(cfg Config, sm StateMachine) (*Node, error) {
 	n.mu.tombstones = map[string]bool{}
 	n.metrics = newMetrics(n)
 
-	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
-		return nil, fmt.Errorf("create data dir: %w", err)
+	n.env = cfg.env
+	if n.env == nil {
+		n.env = tcpEnv()
 	}
-	store, err := raftboltdb.New(raftboltdb.Options{
-		Path: filepath.Join(cfg.DataDir, "raft.db"),
-		// A second process on the same data dir must fail, not hang.
-		BoltOptions: boltOptions(),
-	})
+	st, err := n.env.openStores(cfg.DataDir, n.hlog)
 	if err != nil {
-		return nil, fmt.Errorf("open raft store %s: %w", filepath.Join(cfg.DataDir, "raft.db"), err)
+		return nil, err
 	}
-	snaps, err := raft.NewFileSnapshotStoreWithLogger(cfg.DataDir, 2, n.hlog.Named("snapshots"))
-	if err != nil {
-		_ = store.Close()
-		return nil, fmt.Errorf("open snapshot store: %w", err)
-	}
-	n.store, n.snaps = store, snaps
-	if id, err := store.Get(clusterIDKey); err == nil && len(id) > 0 {
+	n.stores = st
+	if id, err := st.stable.Get(clusterIDKey); err == nil && len(id) > 0 {
 		n.mu.clusterID = string(id)
 	}
 	return n, nil
@@ -168,7 +164,7 @@ func (n *Node) start(ctx context.Context) error {
 	cfg := n.cfg
 	host := cfg.advertiseHost()
 
-	ln, err := net.Listen("tcp", cfg.RaftAddr)
+	ln, err := n.env.listen(cfg.RaftAddr)
 	if err != nil {
 		return fmt.Errorf("listen on raft address %s: %w", cfg.RaftAddr, err)
 	}
@@ -178,12 +174,16 @@ func (n *Node) start(ctx context.Context) error {
 	n.mux.run()
 
 	// Raft.
-	n.transport = raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
-		Stream:  streamLayer{n.mux.raftLn},
-		MaxPool: 3,
-		Timeout: 5 * time.Second,
-		Logger:  n.hlog.Named("transport"),
-	})
+	if n.env.raftTransport != nil {
+		n.transport = n.env.raftTransport(n.raftAddr)
+	} else {
+		n.transport = raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
+			Stream:  streamLayer{chanListener: n.mux.raftLn, dial: n.env.dial},
+			MaxPool: 3,
+			Timeout: 5 * time.Second,
+			Logger:  n.hlog.Named("transport"),
+		})
+	}
 	rc := raft.DefaultConfig()
 	rc.LocalID = raft.ServerID(cfg.Name)
 	rc.HeartbeatTimeout = cfg.HeartbeatTimeout
@@ -198,11 +198,12 @@ func (n *Node) start(ctx context.Context) error {
 	if err := raft.ValidateConfig(rc); err != nil {
 		return fmt.Errorf("raft config: %w", err)
 	}
-	hasState, err := raft.HasExistingState(n.store, n.store, n.snaps)
+	st := n.stores
+	hasState, err := raft.HasExistingState(st.log, st.stable, st.snaps)
 	if err != nil {
 		return fmt.Errorf("check raft state: %w", err)
 	}
-	r, err := raft.NewRaft(rc, raftFSM{n.state}, n.store, n.store, n.snaps, n.transport)
+	r, err := raft.NewRaft(rc, raftFSM{n.state}, st.log, st.stable, st.snaps, n.transport)
 	if err != nil {
 		return fmt.Errorf("start raft: %w", err)
 	}
@@ -235,7 +236,7 @@ func (n *Node) start(ctx context.Context) error {
 	}()
 	n.httpClient = &http.Client{Transport: &http.Transport{
 		DialContext: func(ctx context.Context, _, addr string) (net.Conn, error) {
-			return dialMux(ctx, addr, 2*time.Second, muxRPC)
+			return dialMux(ctx, n.env.dial, addr, 2*time.Second, muxRPC)
 		},
 		MaxIdleConnsPerHost: 4,
 		IdleConnTimeout:     30 * time.Second,
@@ -292,8 +293,8 @@ func (n *Node) Close() error {
 	if n.rpcServer != nil {
 		_ = n.rpcServer.Close()
 	}
-	if n.transport != nil {
-		_ = n.transport.Close()
+	if c, ok := n.transport.(raft.WithClose); ok {
+		_ = c.Close()
 	}
 	if n.mux != nil {
 		n.mux.close()
@@ -305,7 +306,7 @@ func (n *Node) Close() error {
 	if n.httpClient != nil {
 		n.httpClient.CloseIdleConnections()
 	}
-	if err := n.store.Close(); err != nil {
+	if err := n.stores.close(); err != nil {
 		errs = append(errs, fmt.Errorf("close raft store: %w", err))
 	}
 	n.closeErr = errors.Join(errs...)
@@ -388,7 +389,7 @@ func (n *Node) setClusterID(id string) {
 	}
 	n.mu.clusterID = id
 	n.mu.Unlock()
-	if err := n.store.Set(clusterIDKey, []byte(id)); err != nil {
+	if err := n.stores.stable.Set(clusterIDKey, []byte(id)); err != nil {
 		n.log.Error("store cluster id", "err", err)
 	}
 	n.log.Info("cluster id", "cluster_id", id)

@@ -24,7 +24,7 @@ const maxRPCBody = 16 << 20
 //
 //	GET  /v1/status     this replica's peerStatus
 //	GET  /v1/readindex  (leader) a commit index covering every write acknowledged so far
-//	POST /v1/apply      (leader) body: fsm.Encode'd command; response: applyResponse
+//	POST /v1/apply      (leader) body: fsm.Encode'd command; response: wireResult
 //	POST /v1/remove?name=N (leader) remove a replica from the Raft configuration
 func (n *Node) rpcHandler() http.Handler {
 	mux := http.NewServeMux()
@@ -42,37 +42,39 @@ func (n *Node) rpcHandler() http.Handler {
 	mux.HandleFunc("POST /v1/apply", func(w http.ResponseWriter, r *http.Request) {
 		body, err := io.ReadAll(io.LimitReader(r.Body, maxRPCBody+1))
 		if err != nil {
-			n.writeRPCError(w, fmt.Errorf("read body: %w", err))
+			n.writeRPCError(w, fmt.Errorf("%w: read body: %w", errBadRequest, err))
 			return
 		}
 		if len(body) > maxRPCBody {
-			writeJSON(w, http.StatusRequestEntityTooLarge, rpcError{Code: codeBadRequest, Message: "command too large"})
+			n.writeRPCError(w, fmt.Errorf("%w: command over %d bytes", errBadRequest, maxRPCBody))
 			return
 		}
+		// Decoded only to check it: the bytes the follower encoded are the
+		// ones proposed.
 		cmd, err := fsm.Decode(body)
 		if err != nil {
-			writeJSON(w, http.StatusBadRequest, rpcError{Code: codeBadRequest, Message: err.Error()})
+			n.writeRPCError(w, fmt.Errorf("%w: %w", errBadRequest, err))
 			return
 		}
-		res, err := n.applyOnLeader(r.Context(), cmd)
+		res, err := n.applyOnLeader(r.Context(), cmd.Type, body)
 		if err != nil {
 			n.writeRPCError(w, err)
 			return
 		}
 		wr, err := encodeResult(res)
 		if err != nil {
-			n.writeRPCError(w, err)
+			n.writeRPCError(w, fmt.Errorf("%w: %w", ErrOutcomeUnknown, err))
 			return
 		}
-		writeJSON(w, http.StatusOK, applyResponse{Result: wr})
+		writeJSON(w, http.StatusOK, wr)
 	})
 	mux.HandleFunc("POST /v1/remove", func(w http.ResponseWriter, r *http.Request) {
 		name := r.URL.Query().Get("name")
 		if name == "" {
-			writeJSON(w, http.StatusBadRequest, rpcError{Code: codeBadRequest, Message: "name is required"})
+			n.writeRPCError(w, fmt.Errorf("%w: name is required", errBadRequest))
 			return
 		}
-		if err := n.removeOnLeader(name); err != nil {
+		if err := n.removeOnLeader(r.Context(), name); err != nil {
 			n.writeRPCError(w, err)
 			return
 		}
@@ -82,22 +84,7 @@ func (n *Node) rpcHandler() http.Handler {
 }
 
 func (n *Node) writeRPCError(w http.ResponseWriter, err error) {
-	code := errorCode(err)
-	e := rpcError{Code: code, Message: err.Error()}
-	status := http.StatusInternalServerError
-	switch code {
-	case codeNotLeader:
-		var nl *NotLeaderError
-		errors.As(err, &nl)
-		e.Leader = nl.Leader
-		status = http.StatusMisdirectedRequest
-	case codeNoQuorum, codeShuttingDown:
-		status = http.StatusServiceUnavailable
-	case codeProtocol:
-		status = http.StatusConflict
-	case codeUnknownReplica:
-		status = http.StatusNotFound
-	}
+	e, status := toRPCError(err)
 	writeJSON(w, status, e)
 }
 

@@ -1,9 +1,9 @@
 package cluster
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http"
 
 	"github.com/kuma-ha/kuma-ha/fsm"
 	"github.com/kuma-ha/kuma-ha/fsm/resource"
@@ -12,12 +12,13 @@ import (
 // Shapes of the replica-to-replica RPC. They travel only between replicas of
 // the same cluster; unknown fields are ignored so a newer peer can add some.
 
-// wireResult is an fsm.Result on the wire.
+// wireResult is what a forwarded apply sends back: only what the caller
+// needs (the entry's index, whether the put created the resource, a
+// deterministic rejection), not the stored resource.
 type wireResult struct {
-	Index    uint64          `json:"index"`
-	Resource json.RawMessage `json:"resource,omitempty"` // resource.EncodeStored
-	Created  bool            `json:"created,omitempty"`
-	Err      *wireError      `json:"err,omitempty"`
+	Index   uint64     `json:"index"`
+	Created bool       `json:"created,omitempty"`
+	Err     *wireError `json:"err,omitempty"`
 }
 
 // wireError carries a rejection so that errors.Is / errors.As work on the
@@ -45,13 +46,6 @@ func encodeResult(r *fsm.Result) (*wireResult, error) {
 		return nil, errors.New("encode result: nil")
 	}
 	w := &wireResult{Index: r.Index, Created: r.Created}
-	if r.Resource != nil {
-		b, err := resource.EncodeStored(r.Resource)
-		if err != nil {
-			return nil, fmt.Errorf("encode result resource: %w", err)
-		}
-		w.Resource = b
-	}
 	if r.Err != nil {
 		w.Err = encodeError(r.Err)
 	}
@@ -75,19 +69,12 @@ func encodeError(err error) *wireError {
 	return we
 }
 
-func decodeResult(w *wireResult) (*fsm.Result, error) {
+func decodeResult(w *wireResult) *fsm.Result {
 	r := &fsm.Result{Index: w.Index, Created: w.Created}
-	if len(w.Resource) > 0 {
-		res, err := resource.DecodeStored(w.Resource)
-		if err != nil {
-			return nil, fmt.Errorf("decode result resource: %w", err)
-		}
-		r.Resource = res
-	}
 	if w.Err != nil {
 		r.Err = decodeError(w.Err)
 	}
-	return r, nil
+	return r
 }
 
 func decodeError(w *wireError) error {
@@ -127,32 +114,76 @@ type rpcError struct {
 	Leader  string `json:"leader,omitempty"`
 }
 
-const (
-	codeNotLeader      = "not_leader"
-	codeNoQuorum       = "no_quorum"
-	codeShuttingDown   = "shutting_down"
-	codeProtocol       = "protocol"
-	codeBadRequest     = "bad_request"
-	codeUnknownReplica = "unknown_replica"
-	codeInternal       = "internal"
-)
+// wireCodes is the one table between cluster errors and the RPC's codes:
+// toRPCError picks the first row whose error matches (so order matters), and
+// toError turns a code back into the error the caller's retry logic reads.
+// Codes that say "refused before proposing" come back as errors that are
+// safe to retry (NotLeaderError) or final (ErrNoQuorum ...); every other code,
+// and any code this binary does not know, is ErrOutcomeUnknown.
+var wireCodes = []struct {
+	code   string
+	status int
+	is     func(error) bool
+	back   func(e *rpcError) error
+}{
+	{"not_leader", http.StatusMisdirectedRequest,
+		func(err error) bool { var nl *NotLeaderError; return errors.As(err, &nl) },
+		func(e *rpcError) error { return &NotLeaderError{Leader: e.Leader} }},
+	{"outcome_unknown", http.StatusServiceUnavailable,
+		func(err error) bool { return errors.Is(err, ErrOutcomeUnknown) },
+		func(e *rpcError) error { return wrapMsg(ErrOutcomeUnknown, e.Message) }},
+	// The leader was stopping before it proposed: like a leader change.
+	{"shutting_down", http.StatusServiceUnavailable,
+		func(err error) bool { return errors.Is(err, ErrShuttingDown) },
+		func(*rpcError) error { return &NotLeaderError{} }},
+	{"no_quorum", http.StatusServiceUnavailable,
+		func(err error) bool { return errors.Is(err, ErrNoQuorum) },
+		func(e *rpcError) error { return wrapMsg(ErrNoQuorum, e.Message) }},
+	{"protocol", http.StatusConflict,
+		func(err error) bool { return errors.Is(err, ErrProtocolVersion) },
+		func(e *rpcError) error { return wrapMsg(ErrProtocolVersion, e.Message) }},
+	{"unknown_replica", http.StatusNotFound,
+		func(err error) bool { return errors.Is(err, ErrUnknownReplica) },
+		func(e *rpcError) error { return wrapMsg(ErrUnknownReplica, e.Message) }},
+	// A leader that cannot read a follower's command is most likely of an
+	// older release than the follower: a rolling upgrade is under way.
+	{"bad_request", http.StatusBadRequest,
+		func(err error) bool { return errors.Is(err, errBadRequest) },
+		func(e *rpcError) error {
+			return fmt.Errorf("%w: the leader could not read the command: %s", ErrProtocolVersion, e.Message)
+		}},
+	// Anything else happened on the leader after it may have proposed.
+	{"internal", http.StatusInternalServerError,
+		func(error) bool { return true },
+		func(e *rpcError) error { return wrapMsg(ErrOutcomeUnknown, e.Message) }},
+}
+
+// errBadRequest marks a request the leader could not read; nothing was proposed.
+var errBadRequest = errors.New("bad request")
+
+// toRPCError is the wire form of err and its HTTP status.
+func toRPCError(err error) (rpcError, int) {
+	for _, c := range wireCodes {
+		if c.is(err) {
+			e := rpcError{Code: c.code, Message: err.Error()}
+			var nl *NotLeaderError
+			if errors.As(err, &nl) {
+				e.Leader = nl.Leader
+			}
+			return e, c.status
+		}
+	}
+	panic("unreachable: the last row of wireCodes matches every error")
+}
 
 func (e *rpcError) toError() error {
-	switch e.Code {
-	case codeNotLeader:
-		return &NotLeaderError{Leader: e.Leader}
-	case codeNoQuorum:
-		return wrapMsg(ErrNoQuorum, e.Message)
-	case codeShuttingDown:
-		// The leader is stopping: like a leader change, retry elsewhere.
-		return &NotLeaderError{}
-	case codeProtocol:
-		return wrapMsg(ErrProtocolVersion, e.Message)
-	case codeUnknownReplica:
-		return wrapMsg(ErrUnknownReplica, e.Message)
-	default:
-		return fmt.Errorf("leader: %s", e.Message)
+	for _, c := range wireCodes {
+		if c.code == e.Code {
+			return c.back(e)
+		}
 	}
+	// A newer peer's code: assume the worst.
+	return wrapMsg(ErrOutcomeUnknown, e.Message)
 }
 
 func wrapMsg(sentinel error, msg string) error {
@@ -160,24 +191,6 @@ func wrapMsg(sentinel error, msg string) error {
 		return sentinel
 	}
 	return &remoteError{msg: msg, err: sentinel}
-}
-
-func errorCode(err error) string {
-	var nl *NotLeaderError
-	switch {
-	case errors.As(err, &nl):
-		return codeNotLeader
-	case errors.Is(err, ErrNoQuorum):
-		return codeNoQuorum
-	case errors.Is(err, ErrShuttingDown):
-		return codeShuttingDown
-	case errors.Is(err, ErrProtocolVersion):
-		return codeProtocol
-	case errors.Is(err, ErrUnknownReplica):
-		return codeUnknownReplica
-	default:
-		return codeInternal
-	}
 }
 
 // peerStatus is GET /v1/status: one replica's own view, used for bootstrap
@@ -197,8 +210,4 @@ type peerStatus struct {
 
 type readIndexResponse struct {
 	Index uint64 `json:"index"`
-}
-
-type applyResponse struct {
-	Result *wireResult `json:"result"`
 }

@@ -23,6 +23,11 @@ type Error struct {
 	InvalidParameters []InvalidParameter `json:"invalid_parameters,omitempty"`
 	Details           string             `json:"details"`          // deprecated copy of Detail
 	Causes            []Cause            `json:"causes,omitempty"` // deprecated copy of InvalidParameters
+	// MayHaveApplied is set on every 503 answer to a write: false when the
+	// write was refused before it was proposed (safe to retry), true when it
+	// was proposed and its outcome is unknown (it may still be applied; read
+	// before retrying a conditional write). Not one of Kuma's fields.
+	MayHaveApplied *bool `json:"mayHaveApplied,omitempty"`
 }
 
 // InvalidParameter names one bad field of a request.
@@ -121,6 +126,14 @@ func toError(err error, title string) (e *Error, unexpected bool) {
 		e = badRequest(title, "mesh", "mesh does not exist")
 		e.Detail = "Mesh is not found"
 		return e, false
+	case errors.Is(err, cluster.ErrOutcomeUnknown):
+		return &Error{Status: http.StatusServiceUnavailable, Title: "Service unavailable: the outcome of the write is unknown",
+			Detail: err.Error()}, false
+	case errors.Is(err, cluster.ErrProtocolVersion):
+		return &Error{Status: http.StatusServiceUnavailable, Title: "Service unavailable: not every replica supports this write yet (finish the rolling upgrade)",
+			Detail: err.Error()}, false
+	case errors.Is(err, cluster.ErrUnknownReplica):
+		return notFound(title, err.Error()), false
 	case errors.Is(err, cluster.ErrNoQuorum):
 		t := TitleNoQuorum
 		if title == titleRead {
@@ -150,6 +163,10 @@ func (s *server) writeError(w http.ResponseWriter, r *http.Request, title string
 	if unexpected {
 		s.log.Error("unexpected error", "method", r.Method, "path", r.URL.Path, "err", err)
 	}
+	if e.Status == http.StatusServiceUnavailable && isWrite(r.Method) {
+		may := cluster.MayHaveApplied(err)
+		e.MayHaveApplied = &may
+	}
 	writeJSON(w, e.Status, e.finish(), s.log)
 }
 
@@ -165,4 +182,13 @@ func writeJSON(w http.ResponseWriter, status int, v any, log *slog.Logger) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
 	_, _ = w.Write(append(body, '\n'))
+}
+
+// isWrite: the methods whose 503 says whether the write may still apply.
+func isWrite(method string) bool {
+	switch method {
+	case http.MethodPut, http.MethodPost, http.MethodDelete, http.MethodPatch:
+		return true
+	}
+	return false
 }

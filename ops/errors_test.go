@@ -2,9 +2,12 @@ package ops
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
+	"net/http/httptest"
 	"testing"
 
 	"github.com/kuma-ha/kuma-ha/cluster"
@@ -28,6 +31,9 @@ func TestToError(t *testing.T) {
 		{"decode", &resource.DecodeError{Field: "type", Reason: "unknown type"}, 400, "type", false},
 		{"decode syntax", &resource.DecodeError{Reason: "unexpected EOF"}, 400, "body", false},
 		{"no quorum", fmt.Errorf("apply: %w", cluster.ErrNoQuorum), 503, "", false},
+		{"outcome unknown", fmt.Errorf("apply: %w", cluster.ErrOutcomeUnknown), 503, "", false},
+		{"protocol", cluster.ErrProtocolVersion, 503, "", false},
+		{"unknown replica", cluster.ErrUnknownReplica, 404, "", false},
 		{"shutting down", cluster.ErrShuttingDown, 503, "", false},
 		{"not leader", &cluster.NotLeaderError{Leader: "b"}, 503, "", false},
 		{"deadline", context.DeadlineExceeded, 503, "", false},
@@ -61,6 +67,40 @@ func TestToError(t *testing.T) {
 	e, _ := toError(cluster.ErrNoQuorum, "x")
 	if e.Title != TitleNoQuorum {
 		t.Fatalf("no quorum title = %q", e.Title)
+	}
+}
+
+// TestMayHaveApplied: a 503 to a write says whether the write may still
+// apply; reads and other statuses do not carry the field.
+func TestMayHaveApplied(t *testing.T) {
+	s := &server{log: slog.New(slog.DiscardHandler)}
+	tests := []struct {
+		name   string
+		method string
+		err    error
+		want   string // the field's JSON, "" for absent
+	}{
+		{"outcome unknown", http.MethodPut, fmt.Errorf("apply: %w: %w", cluster.ErrOutcomeUnknown, errors.New("raft is shutting down")), "true"},
+		{"no quorum", http.MethodPut, cluster.ErrNoQuorum, "false"},
+		{"shutting down", http.MethodDelete, cluster.ErrShuttingDown, "false"},
+		{"protocol", http.MethodPut, cluster.ErrProtocolVersion, "false"},
+		{"deadline", http.MethodPut, context.DeadlineExceeded, "true"},
+		{"no quorum wrapping a deadline", http.MethodPut, fmt.Errorf("%w: %w", cluster.ErrNoQuorum, context.DeadlineExceeded), "false"},
+		{"read", http.MethodGet, cluster.ErrNoQuorum, ""},
+		{"conflict", http.MethodPut, fsm.ErrConflict, ""},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			rec := httptest.NewRecorder()
+			s.writeError(rec, httptest.NewRequest(tc.method, "/meshes/default", nil), titlePut, tc.err)
+			var body map[string]json.RawMessage
+			if err := json.Unmarshal(rec.Body.Bytes(), &body); err != nil {
+				t.Fatalf("body %q: %v", rec.Body.String(), err)
+			}
+			if got := string(body["mayHaveApplied"]); got != tc.want {
+				t.Fatalf("mayHaveApplied = %q, want %q (status %d, body %s)", got, tc.want, rec.Code, rec.Body.String())
+			}
+		})
 	}
 }
 

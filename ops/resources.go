@@ -247,11 +247,8 @@ func (s *server) put(w http.ResponseWriter, r *http.Request, d *resource.Descrip
 	if !ok {
 		return
 	}
-	version := result.Index
-	if result.Resource != nil {
-		version = result.Resource.Version
-	}
-	w.Header().Set("ETag", etag(version))
+	// A resource's version is the index of the entry that stored it.
+	w.Header().Set("ETag", etag(result.Index))
 	w.Header().Set("Content-Length", "0")
 	if result.Created {
 		w.WriteHeader(http.StatusCreated)
