@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -388,6 +389,40 @@ func TestIntegrationCluster(t *testing.T) {
 		out, err = run("", "inspect", "cluster")
 		if err != nil || !strings.Contains(out, "leader") {
 			t.Fatalf("inspect cluster: %v %s", err, out)
+		}
+		// Kuma's inspect views, as our kumactl renders them.
+		if out, err := run(compatResources, "apply", "-f", "-"); err != nil {
+			t.Fatalf("apply: %v %s", err, out)
+		}
+		// rows: the fields a line of the output starts with; text: what it contains.
+		for _, tc := range []struct {
+			args []string
+			rows [][]string
+			text string
+		}{
+			{args: []string{"inspect", "meshes"}, rows: [][]string{{"MESH", "DATAPLANES", "TRAFFIC"}, {"compat", "0/1", "0", "1"}}},
+			{args: []string{"inspect", "services", "--mesh", "compat"}, rows: [][]string{{"web", "Offline", "0/1"}}},
+			{args: []string{"inspect", "zone-ingresses"}, rows: [][]string{{"zi-1", "Offline", "never", "never", "0", "0"}}},
+			{args: []string{"inspect", "zoneegresses"}, rows: [][]string{{"ze-1", "Offline", "never", "never", "0", "0"}}},
+			{args: []string{"inspect", "dataplane", "web-1", "--mesh", "compat"},
+				text: "DATAPLANE:\n  MeshTimeout\n    timeout-all\n  MeshTrafficPermission\n    allow-all\n"},
+			{args: []string{"inspect", "dataplane", "web-1", "--mesh", "compat", "-o", "yaml"}, text: "kind: SidecarDataplane"},
+		} {
+			out, err := run("", tc.args...)
+			if err != nil {
+				t.Fatalf("%s: %v %s", strings.Join(tc.args, " "), err, out)
+			}
+			if !strings.Contains(out, tc.text) {
+				t.Errorf("%s: output lacks %q:\n%s", strings.Join(tc.args, " "), tc.text, out)
+			}
+			for _, row := range tc.rows {
+				if !slices.ContainsFunc(strings.Split(out, "\n"), func(line string) bool {
+					f := strings.Fields(line)
+					return len(f) >= len(row) && slices.Equal(f[:len(row)], row)
+				}) {
+					t.Errorf("%s: no line starts with %q:\n%s", strings.Join(tc.args, " "), row, out)
+				}
+			}
 		}
 		if err := c.Replicas()[0].Kill(); err != nil {
 			t.Fatal(err)

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"strconv"
+	"time"
 
 	"github.com/spf13/cobra"
 )
@@ -22,7 +23,15 @@ func newInspectCmd(rc *rootContext) *cobra.Command {
 		},
 	}
 	cmd.PersistentFlags().StringVarP(&output, "output", "o", formatTable, "output format: one of table|yaml|json")
-	cmd.AddCommand(newInspectClusterCmd(rc, &output), newInspectDataplanesCmd(rc, &output))
+	cmd.AddCommand(
+		newInspectClusterCmd(rc, &output),
+		newInspectDataplanesCmd(rc, &output),
+		newInspectDataplaneCmd(rc, &output),
+		newInspectMeshesCmd(rc, &output),
+		newInspectServicesCmd(rc, &output),
+		newInspectZoneIngressesCmd(rc, &output),
+		newInspectZoneEgressesCmd(rc, &output),
+	)
 	return cmd
 }
 
@@ -85,15 +94,36 @@ answering replica knows of no leader, a note says so.`,
 }
 
 func newInspectDataplanesCmd(rc *rootContext, output *string) *cobra.Command {
+	return newInspectListCmd(rc, output, inspectList{
+		use:   "dataplanes",
+		short: "Inspect Dataplanes",
+		long: `Inspect Dataplanes: their tags, whether their proxy is connected, since
+when, to which control plane replica, and how many config updates it got.`,
+		path:    func() string { return "/meshes/" + pathSegment(rc.currentMesh()) + "/dataplanes+insights" },
+		headers: []string{"MESH", "NAME", "TAGS", "STATUS", "LAST-CONNECTED", "LAST-UPDATED", "TOTAL-UPDATES", "TOTAL-ERRORS", "REPLICA", "KUMA-DP", "ENVOY"},
+		row:     overviewRow,
+	})
+}
+
+// inspectList is an inspect command that renders one list endpoint of the
+// API as a table, one row per item (or prints the answer with -o yaml|json).
+type inspectList struct {
+	use, short, long string
+	aliases          []string
+	path             func() string // the list's path, without the page query
+	headers          []string
+	row              func(item obj, now time.Time) []string
+}
+
+func newInspectListCmd(rc *rootContext, output *string, l inspectList) *cobra.Command {
 	var size int
 	var offset string
 	cmd := &cobra.Command{
-		Use:     "dataplanes",
-		Aliases: []string{"dataplane"},
-		Short:   "Inspect Dataplanes",
-		Long: `Inspect Dataplanes: their tags, whether their proxy is connected, since
-when, to which control plane replica, and how many config updates it got.`,
-		Args: cobra.NoArgs,
+		Use:     l.use,
+		Aliases: l.aliases,
+		Short:   l.short,
+		Long:    l.long,
+		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			q, err := pageQuery(size, offset)
 			if err != nil {
@@ -104,24 +134,21 @@ when, to which control plane replica, and how many config updates it got.`,
 				return err
 			}
 			var list listAnswer
-			raw, err := c.GetJSON(cmd.Context(), "/meshes/"+pathSegment(rc.currentMesh())+"/dataplanes+insights"+q, &list)
+			raw, err := c.GetJSON(cmd.Context(), l.path()+q, &list)
 			if err != nil {
 				return err
 			}
 			if *output != formatTable {
 				return printRaw(cmd.OutOrStdout(), *output, raw)
 			}
-			tbl := &table{
-				headers: []string{"MESH", "NAME", "TAGS", "STATUS", "LAST-CONNECTED", "LAST-UPDATED", "TOTAL-UPDATES", "TOTAL-ERRORS", "REPLICA", "KUMA-DP", "ENVOY"},
-				footer:  paginationFooter(list.Next),
-			}
+			tbl := &table{headers: l.headers, footer: paginationFooter(list.Next)}
 			now := rc.now()
 			for i, item := range list.Items {
 				var o obj
 				if err := json.Unmarshal(item, &o); err != nil {
-					return fmt.Errorf("items[%d]: invalid overview from the control plane: %w", i, err)
+					return fmt.Errorf("items[%d]: invalid answer from the control plane: %w", i, err)
 				}
-				tbl.rows = append(tbl.rows, overviewRow(o, now))
+				tbl.rows = append(tbl.rows, l.row(o, now))
 			}
 			return tbl.print(cmd.OutOrStdout())
 		},

@@ -247,37 +247,63 @@ func dash(s string) string {
 
 func pathSegment(s string) string { return url.PathEscape(s) }
 
+// subscriptions sums up the xDS subscriptions of an insight (a Dataplane's,
+// ZoneIngress's or ZoneEgress's), as Kuma's tables do.
+type subscriptions struct {
+	online        bool  // one subscription is connected and not disconnected
+	last          obj   // the latest subscription; nil when there is none
+	updates, errs int64 // config responses sent and rejected, over all subscriptions
+}
+
+func summarize(insight obj) subscriptions {
+	var s subscriptions
+	subs := insight.list("subscriptions")
+	for _, sub := range subs {
+		total := sub.obj("status").obj("total")
+		s.updates += total.num("responsesSent")
+		s.errs += total.num("responsesRejected")
+		if !sub.time("connectTime").IsZero() && sub.time("disconnectTime").IsZero() {
+			s.online = true
+		}
+	}
+	if n := len(subs); n > 0 {
+		s.last = subs[n-1]
+	}
+	return s
+}
+
+func (s subscriptions) status() string {
+	if s.online {
+		return "Online"
+	}
+	return "Offline"
+}
+
+// versions are the kuma-dp and Envoy versions of the latest subscription.
+func (s subscriptions) versions() (kumaDP, envoy string) {
+	v := s.last.obj("version")
+	return dash(v.obj("kumaDp").str("version")), dash(v.obj("envoy").str("version"))
+}
+
 // overviewRow renders one DataplaneOverview (Kuma's shape: the Dataplane
 // under "dataplane", its xDS subscriptions under "dataplaneInsight"). A
 // proxy with no insight yet is Offline with "-" for what is unknown.
 func overviewRow(o obj, now time.Time) []string {
-	subs := o.obj("dataplaneInsight").list("subscriptions")
-	status, connected, updated, replica, kumaDP, envoy := "Offline", "-", "-", "-", "-", "-"
-	var updates, errs int64
-	for _, s := range subs {
-		total := s.obj("status").obj("total")
-		updates += total.num("responsesSent")
-		errs += total.num("responsesRejected")
-	}
-	if n := len(subs); n > 0 {
-		last := subs[n-1]
-		if !last.time("connectTime").IsZero() && last.time("disconnectTime").IsZero() {
-			status = "Online"
-		}
-		connected = age(last.time("connectTime"), now)
-		updated = age(last.obj("status").time("lastUpdateTime"), now)
-		replica = dash(last.str("controlPlaneInstanceId"))
-		v := last.obj("version")
-		kumaDP = dash(v.obj("kumaDp").str("version"))
-		envoy = dash(v.obj("envoy").str("version"))
+	subs := summarize(o.obj("dataplaneInsight"))
+	connected, updated, replica := "-", "-", "-"
+	if subs.last != nil {
+		connected = age(subs.last.time("connectTime"), now)
+		updated = age(subs.last.obj("status").time("lastUpdateTime"), now)
+		replica = dash(subs.last.str("controlPlaneInstanceId"))
 	}
 	if r := o.str("replica"); r != "" {
 		replica = r
 	}
+	kumaDP, envoy := subs.versions()
 	return []string{
 		o.str("mesh"), o.str("name"), dataplaneTags(o.obj("dataplane").obj("networking")),
-		status, connected, updated,
-		strconv.FormatInt(updates, 10), strconv.FormatInt(errs, 10),
+		subs.status(), connected, updated,
+		strconv.FormatInt(subs.updates, 10), strconv.FormatInt(subs.errs, 10),
 		replica, kumaDP, envoy,
 	}
 }
