@@ -73,9 +73,11 @@ func TestKumaInspectViews(t *testing.T) {
 		t.Errorf("zone egress overviews = %v, want none", got)
 	}
 
-	rec := e.do("GET", "/meshes/default/dataplanes/web-1/xds", "")
-	if rec.Code != http.StatusNotImplemented || !strings.Contains(rec.Body.String(), "admin") {
-		t.Errorf("xds passthrough: %d %s, want 501 naming the proxy's admin address", rec.Code, rec.Body)
+	for _, op := range []string{"xds", "stats", "clusters", "_config"} { // the paths of Kuma's kumactl inspect dataplane --type
+		rec := e.do("GET", "/meshes/default/dataplanes/web-1/"+op, "")
+		if rec.Code != http.StatusNotImplemented || !strings.Contains(rec.Body.String(), "admin") {
+			t.Errorf("%s passthrough: %d %s, want 501 naming the proxy's admin address", op, rec.Code, rec.Body)
+		}
 	}
 }
 

@@ -102,7 +102,7 @@ func newServer(cfg Config, state State, backend Backend) *server {
 		s.handle(p, get(s.zoneProxyOverviewHandler(resource.TypeZoneEgress)))
 	}
 	s.handle("/meshes/{mesh}/dataplanes/{name}/policies", get(s.handleDataplanePolicies))
-	for _, op := range []string{"xds", "stats", "clusters", "config"} {
+	for _, op := range []string{"xds", "stats", "clusters", "_config", "config"} { // Kuma's kumactl asks for _config
 		s.handle("/meshes/{mesh}/dataplanes/{name}/"+op, get(s.handleProxyAdmin))
 	}
 

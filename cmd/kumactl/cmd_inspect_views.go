@@ -141,7 +141,7 @@ func newInspectZoneProxiesCmd(rc *rootContext, output *string, plural, alias, wh
 // answers so); kuma-dp --admin-addr serves the built-in proxy's state.
 const inspectPolicies = "policies"
 
-var inspectAdminPaths = map[string]string{"config-dump": "xds", "stats": "stats", "clusters": "clusters"}
+var inspectAdminPaths = map[string]string{"config-dump": "xds", "stats": "stats", "clusters": "clusters", "config": "_config"}
 
 func newInspectDataplaneCmd(rc *rootContext, output *string) *cobra.Command {
 	var typ string
@@ -151,9 +151,9 @@ func newInspectDataplaneCmd(rc *rootContext, output *string) *cobra.Command {
 		Short: "Inspect Dataplane",
 		Long: `Inspect one Dataplane of a mesh (--mesh). With --type policies (the
 default): the policies that select it, by type, as Kuma's kumactl prints
-them (-o yaml|json: the API's answer). config-dump, stats and clusters ask
-the control plane for the proxy's Envoy admin views and print them as
-they come.`,
+them (-o yaml|json: the API's answer). config-dump, stats, clusters and
+config ask the control plane for the proxy's Envoy admin views and the
+config it computes for it, and print them as they come.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			admin, isAdmin := inspectAdminPaths[typ]

@@ -237,7 +237,7 @@ SERVICE backend:
 		args []string
 		want string
 	}{
-		{[]string{"--type", "routes"}, `invalid value "routes" for --type: must be one of policies|clusters|config-dump|stats`},
+		{[]string{"--type", "routes"}, `invalid value "routes" for --type: must be one of policies|clusters|config|config-dump|stats`},
 		{[]string{"--include-eds"}, "flag '--include-eds' can be used only when '--type=config-dump'"},
 	} {
 		r := kumactl(t, "", append([]string{"--config-file", cfg, "inspect", "dataplane", "web-1"}, tc.args...)...)
