@@ -12,8 +12,12 @@ import (
 )
 
 // Apply proposes a command through the leader (forwarded if this replica is a
-// follower) and returns once this replica has applied it (read-your-writes).
-// A deterministic rejection is Result.Err, not err. The errors are those of
+// follower) and returns once it is committed and applied on the leader. This
+// replica's state shows it once WaitVisible returns: a follower learns of the
+// commit only with the leader's next message, and its reads, not its writes,
+// wait for that (read-your-writes on every replica, for every caller that
+// calls WaitVisible before reading). A deterministic rejection is
+// Result.Err, not err. The errors are those of
 // api.go: refused before proposing (ErrNoQuorum, ErrShuttingDown,
 // ErrProtocolVersion) or ErrOutcomeUnknown; MayHaveApplied tells them apart.
 // The Result carries the entry's index, Created and Err, never the stored
@@ -59,11 +63,41 @@ func (n *Node) Apply(ctx context.Context, cmd fsm.Command) (*fsm.Result, error) 
 	if err != nil {
 		return nil, err
 	}
-	if err := n.waitApplied(ctx, res.Index); err != nil {
-		// Committed: applied on the leader, not yet here.
-		return nil, fmt.Errorf("%w: committed as entry %d but not applied on this replica in time: %w", ErrOutcomeUnknown, res.Index, err)
-	}
+	n.raiseVisible(res.Index)
 	return res, nil
+}
+
+// raiseVisible records that index is committed and answered: reads on this
+// replica from now on must include it.
+func (n *Node) raiseVisible(index uint64) {
+	for {
+		cur := n.visible.Load()
+		if index <= cur || n.visible.CompareAndSwap(cur, index) {
+			return
+		}
+	}
+}
+
+// WaitVisible returns once this replica's state includes every write Apply
+// has answered here (at once, unless a follower has not yet heard of the
+// commit of its last forwarded write). Bounded by ApplyTimeout: a replica
+// cut off right after such a write answers ErrNoQuorum rather than a read
+// without it.
+func (n *Node) WaitVisible(ctx context.Context) error {
+	target := n.visible.Load()
+	if n.state.AppliedIndex() >= target {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, n.cfg.ApplyTimeout)
+	defer cancel()
+	switch err := n.waitApplied(ctx, target); {
+	case err == nil:
+		return nil
+	case errors.Is(err, context.DeadlineExceeded):
+		return fmt.Errorf("%w: this replica has not yet applied entry %d, which it acknowledged", ErrNoQuorum, target)
+	default:
+		return err
+	}
 }
 
 // usable refuses work before Start and after Close.

@@ -55,6 +55,9 @@ func TestClusterLifecycle(t *testing.T) {
 	if res.Err != nil || !res.Created || res.Index == 0 || res.Resource != nil {
 		t.Fatalf("result: %+v", res)
 	}
+	if err := fs[0].WaitVisible(ctx); err != nil {
+		t.Fatalf("wait visible: %v", err)
+	}
 	if !hasMesh(fs[0], "m1") {
 		t.Fatal("follower does not see its own write")
 	}

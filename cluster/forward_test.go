@@ -267,3 +267,49 @@ func TestLeaderRestartKeepsState(t *testing.T) {
 		return ""
 	})
 }
+
+// TestWriteVisibleWhereAnswered: a write forwarded by a follower is answered
+// once committed; reads on that follower (after WaitVisible) show it.
+func TestWriteVisibleWhereAnswered(t *testing.T) {
+	c := newMemCluster(t, 3)
+	follower := c.followers(c.leader())[0]
+	ctx := context.Background()
+	for i := range 20 {
+		name := fmt.Sprintf("m-%d", i)
+		res := applyOK(t, follower, meshPut(t, name))
+		if err := follower.WaitVisible(ctx); err != nil {
+			t.Fatalf("wait visible: %v", err)
+		}
+		if r, ok := follower.state.Get(resource.Key{Type: resource.TypeMesh, Name: name}); !ok || r.Version != res.Index {
+			t.Fatalf("%s not visible on the follower that answered it (applied %d, entry %d)", name, follower.state.AppliedIndex(), res.Index)
+		}
+	}
+}
+
+// TestWaitVisibleBounded: a follower that hears nothing from the leader after
+// its forwarded write was answered does not serve reads without it for ever:
+// WaitVisible gives up with ErrNoQuorum, and succeeds once Raft reaches it.
+func TestWaitVisibleBounded(t *testing.T) {
+	c := newMemCluster(t, 3, func(cfg *Config) {
+		cfg.ApplyTimeout = 300 * time.Millisecond
+		// The cut follower must not start elections meanwhile.
+		cfg.HeartbeatTimeout, cfg.ElectionTimeout, cfg.LeaderLeaseTimeout = time.Second, time.Second, time.Second
+	})
+	leader := c.leader()
+	follower := c.followers(leader)[0]
+	c.net.cutRaft(leader.host, follower.host)
+	applyOK(t, follower, meshPut(t, victim.Name)) // committed with the other follower
+	if err := follower.WaitVisible(context.Background()); !errors.Is(err, ErrNoQuorum) {
+		t.Fatalf("wait visible while cut off: %v; want ErrNoQuorum", err)
+	}
+	c.net.heal()
+	eventually(t, 5*time.Second, "visible after the cut heals", func() string {
+		if err := follower.WaitVisible(context.Background()); err != nil {
+			return err.Error()
+		}
+		return ""
+	})
+	if !hasMesh(follower.testNode, victim.Name) {
+		t.Fatal("write not visible after WaitVisible")
+	}
+}

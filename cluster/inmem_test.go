@@ -169,6 +169,23 @@ func (m *memNet) partition(a, b []string) {
 	}
 }
 
+// cutRaft stops Raft messages from host a to host b only (the RPC and
+// gossip still work), until heal.
+func (m *memNet) cutRaft(a, b string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for addr, tr := range m.raft {
+		if m.hostOf[addr] != a {
+			continue
+		}
+		for other := range m.raft {
+			if m.hostOf[other] == b {
+				tr.Disconnect(raft.ServerAddress(other))
+			}
+		}
+	}
+}
+
 // heal removes every cut.
 func (m *memNet) heal() {
 	m.mu.Lock()

@@ -24,6 +24,9 @@ import (
 // raft's own keys).
 var clusterIDKey = []byte("kuma-ha/cluster-id")
 
+// logCacheSize: recent Raft entries kept in memory (a few batches of writes).
+const logCacheSize = 1024
+
 // Node is one replica: Raft, gossip and the forwarding RPC.
 type Node struct {
 	cfg      Config
@@ -66,6 +69,7 @@ type Node struct {
 	closed   bool
 	closeErr error
 
+	visible         atomic.Uint64 // see WaitVisible
 	readyLatch      atomic.Bool
 	leaderReadyTerm atomic.Uint64
 
@@ -195,6 +199,9 @@ func (n *Node) start(ctx context.Context) error {
 	rc.NoSnapshotRestoreOnStart = false
 	rc.Logger = n.hlog
 	rc.NotifyCh = n.notifyCh
+	// Writes that arrive while the leader fsyncs queue up and go out as one
+	// batch (one fsync, one AppendEntries per follower).
+	rc.BatchApplyCh = true
 	if err := raft.ValidateConfig(rc); err != nil {
 		return fmt.Errorf("raft config: %w", err)
 	}
@@ -203,7 +210,12 @@ func (n *Node) start(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("check raft state: %w", err)
 	}
-	r, err := raft.NewRaft(rc, raftFSM{n.state}, st.log, st.stable, st.snaps, n.transport)
+	// Replication and the FSM read recent entries from memory, not bolt.
+	logs, err := raft.NewLogCache(logCacheSize, st.log)
+	if err != nil {
+		return fmt.Errorf("raft log cache: %w", err)
+	}
+	r, err := raft.NewRaft(rc, raftFSM{n.state}, logs, st.stable, st.snaps, n.transport)
 	if err != nil {
 		return fmt.Errorf("start raft: %w", err)
 	}
@@ -238,7 +250,8 @@ func (n *Node) start(ctx context.Context) error {
 		DialContext: func(ctx context.Context, _, addr string) (net.Conn, error) {
 			return dialMux(ctx, n.env.dial, addr, 2*time.Second, muxRPC)
 		},
-		MaxIdleConnsPerHost: 4,
+		// One connection per forwarded write in flight, kept for the next.
+		MaxIdleConnsPerHost: 256,
 		IdleConnTimeout:     30 * time.Second,
 	}}
 

@@ -28,6 +28,9 @@ var _ State = (*fsm.FSM)(nil)
 type Backend interface {
 	Apply(ctx context.Context, cmd fsm.Command) (*fsm.Result, error)
 	ConsistentRead(ctx context.Context) error
+	// WaitVisible returns once the state includes every write Apply answered
+	// on this replica; every read waits for it.
+	WaitVisible(ctx context.Context) error
 	Ready() (bool, string)
 	Status() cluster.Status
 	ClusterID() string

@@ -35,6 +35,9 @@ type fakeBackend struct {
 		reason    string
 		removed   []string
 		reads     int
+
+		visibleErr   error
+		visibleWaits int
 	}
 }
 
@@ -58,6 +61,13 @@ func (b *fakeBackend) ConsistentRead(ctx context.Context) error {
 	defer b.mu.Unlock()
 	b.mu.reads++
 	return b.mu.readErr
+}
+
+func (b *fakeBackend) WaitVisible(ctx context.Context) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.mu.visibleWaits++
+	return b.mu.visibleErr
 }
 
 func (b *fakeBackend) Ready() (bool, string) {
@@ -664,4 +674,23 @@ func TestConcurrentRequests(t *testing.T) {
 	if l.Total != 80 {
 		t.Fatalf("total = %d, want 80", l.Total)
 	}
+}
+
+// TestReadsWaitVisible: every read first waits until the replica shows the
+// writes it answered; a replica that cannot get there says so (503).
+func TestReadsWaitVisible(t *testing.T) {
+	e := newEnv(t, "standalone")
+	e.mustStatus(e.do("GET", "/meshes/default", ""), 200)
+	e.backend.mu.Lock()
+	waits := e.backend.mu.visibleWaits
+	e.backend.mu.visibleErr = fmt.Errorf("%w: entry 7 not applied here yet", cluster.ErrNoQuorum)
+	e.backend.mu.Unlock()
+	if waits != 1 {
+		t.Fatalf("WaitVisible calls = %d, want 1", waits)
+	}
+	er := decodeError(t, e.mustStatus(e.do("GET", "/meshes/default", ""), 503))
+	if er.Title != TitleNoQuorumRead {
+		t.Fatalf("title = %q, want %q", er.Title, TitleNoQuorumRead)
+	}
+	e.mustStatus(e.do("PUT", "/meshes/m2", `{"type":"Mesh","name":"m2"}`), 201) // writes do not wait
 }

@@ -284,8 +284,13 @@ func (s *server) apply(w http.ResponseWriter, r *http.Request, title string, cmd
 	if err == nil {
 		err = result.Err
 	}
-	// The write (if any) is applied locally: report an index that includes it.
-	w.Header().Set(HeaderIndex, strconv.FormatUint(s.state.AppliedIndex(), 10))
+	// Reads on this replica include the write from now on (WaitVisible):
+	// report an index that includes it.
+	index := s.state.AppliedIndex()
+	if result != nil && result.Index > index {
+		index = result.Index
+	}
+	w.Header().Set(HeaderIndex, strconv.FormatUint(index, 10))
 	if err != nil {
 		s.writeError(w, r, title, err)
 		return nil, false

@@ -141,6 +141,10 @@ func (s *server) handle(pattern string, ms methods) {
 			return
 		}
 		if isRead {
+			if err := s.backend.WaitVisible(r.Context()); err != nil {
+				s.writeError(w, r, titleRead, err)
+				return
+			}
 			if !s.consistentRead(w, r) {
 				return
 			}

@@ -16,12 +16,18 @@ type xdsCluster struct{ *cluster.Node }
 
 var _ xds.Cluster = xdsCluster{}
 
-// Apply is cluster.Node.Apply with a command that not every replica
-// supports yet reported as xds.ErrUnsupported.
+// Apply is cluster.Node.Apply, returning once this replica's state shows
+// the write (xds reads it right after), with a command that not every
+// replica supports yet reported as xds.ErrUnsupported.
 func (c xdsCluster) Apply(ctx context.Context, cmd fsm.Command) (*fsm.Result, error) {
 	res, err := c.Node.Apply(ctx, cmd)
 	if errors.Is(err, cluster.ErrProtocolVersion) {
 		err = fmt.Errorf("%w: %w", xds.ErrUnsupported, err)
+	}
+	if err == nil {
+		if werr := c.Node.WaitVisible(ctx); werr != nil {
+			return nil, fmt.Errorf("%w: committed as entry %d, not yet applied here: %w", cluster.ErrOutcomeUnknown, res.Index, werr)
+		}
 	}
 	return res, err
 }
