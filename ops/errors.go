@@ -127,7 +127,7 @@ func toError(err error, title string) (e *Error, unexpected bool) {
 		e.Detail = "Mesh is not found"
 		return e, false
 	case errors.Is(err, cluster.ErrOutcomeUnknown):
-		return &Error{Status: http.StatusServiceUnavailable, Title: "Service unavailable: the outcome of the write is unknown",
+		return &Error{Status: http.StatusServiceUnavailable, Title: "No quorum or leader stopped while committing: the outcome of the write is unknown",
 			Detail: err.Error()}, false
 	case errors.Is(err, cluster.ErrProtocolVersion):
 		return &Error{Status: http.StatusServiceUnavailable, Title: "Service unavailable: not every replica supports this write yet (finish the rolling upgrade)",
