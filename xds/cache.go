@@ -66,6 +66,7 @@ type proxy struct {
 	warnings []string // the generator's warnings for the installed config, logged when they change
 	lds, cds *typeSet
 	eps      []envoy.EndpointRef
+	eds      *edsView // what EDS watches see, until p.eps or one of its load assignments changes
 	watches  map[*watch]struct{}
 	lastSent map[string]string // type URL -> version of the last SotW response (not resent after a NACK)
 }
@@ -147,8 +148,16 @@ func (c *Cache) Attach(k resource.Key) {
 	c.mu.Unlock()
 	if fresh {
 		// Generated without mu; watches opened meanwhile wait in p.watches
-		// and are answered when the config is installed.
-		g := c.generate(k)
+		// and are answered when the config is installed. On a goroutine of
+		// its own: generating and marshalling need a deep stack, which the
+		// stream's goroutine would otherwise keep for the stream's life.
+		var g generated
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			g = c.generate(k)
+		}()
+		<-done
 		c.mu.Lock()
 		if c.install(p, g) {
 			c.answer(p, "")
@@ -289,6 +298,9 @@ func (c *Cache) refresh() {
 		e := c.clas[k]
 		if e == nil || !c.installCLA(e, cbuilt[i]) {
 			continue
+		}
+		for p := range e.proxies {
+			p.eds = nil
 		}
 		for p := range e.proxies {
 			if !regenerated[p] {
@@ -467,7 +479,7 @@ func (c *Cache) setEndpoints(p *proxy, refs []envoy.EndpointRef) {
 			}
 		}
 	}
-	p.eps = refs
+	p.eps, p.eds = refs, nil
 	for _, ref := range refs {
 		k := claKey{p.key.Mesh, ref.Cluster}
 		e := c.clas[k]
@@ -621,7 +633,7 @@ func (c *Cache) answerOne(w *watch) {
 	}
 	if sent {
 		delete(p.watches, w)
-		c.m.responses.WithLabelValues(shortType(w.typeURL)).Inc()
+		c.m.response(w.typeURL)
 	}
 }
 
@@ -632,57 +644,116 @@ type entry struct {
 	version string
 }
 
-// current returns the resources of w's type for p, sorted by name, and the
-// highest change index among them; for EDS only the requested (or, for a
-// wildcard watch, all needed) load assignments.
+// current returns the listeners or clusters of p for w, sorted by name,
+// and the highest change index among them.
 func (c *Cache) current(w *watch) ([]entry, uint64) {
-	p := w.p
-	switch w.typeURL {
-	case typeLDS, typeCDS:
-		ts := p.lds
-		if w.typeURL == typeCDS {
-			ts = p.cds
-		}
-		out := make([]entry, len(ts.names))
-		for i, n := range ts.names {
-			out[i] = entry{n, ts.res[n], ts.version}
-		}
-		return out, ts.index
+	if w.typeURL == typeEDS {
+		v := c.edsCurrent(w)
+		return v.entries, v.index
 	}
-	var (
-		out   []entry
-		index uint64
-	)
+	ts := w.p.lds
+	if w.typeURL == typeCDS {
+		ts = w.p.cds
+	}
+	out := make([]entry, len(ts.names))
+	for i, n := range ts.names {
+		out[i] = entry{n, ts.res[n], ts.version}
+	}
+	return out, ts.index
+}
+
+// edsView is what an EDS watch sees: the load assignments it asks for (or,
+// for a wildcard watch, all those its proxy needs) that exist, sorted by
+// name, and the highest change index among them. A proxy keeps the last
+// one while it asks for nothing but what it needs: it is dropped when the
+// proxy's needs or one of those load assignments change.
+type edsView struct {
+	all     bool     // a wildcard watch
+	names   []string // else the names asked for, sorted
+	entries []entry
+	index   uint64
+	version string // state-of-the-world version of entries; "" until computed
+}
+
+func (v *edsView) matches(all bool, want map[string]struct{}) bool {
+	if all || v.all {
+		return all == v.all
+	}
+	if len(want) != len(v.names) {
+		return false
+	}
+	for _, n := range v.names {
+		if _, ok := want[n]; !ok {
+			return false
+		}
+	}
+	return true
+}
+
+func (v *edsView) sotwVersion() string {
+	if v.version == "" {
+		h := newHasher()
+		for _, e := range v.entries {
+			h.addString(e.name)
+			h.addString(e.version)
+		}
+		v.version = formatVersion(v.index, h.sum())
+	}
+	return v.version
+}
+
+// edsCurrent returns w's edsView. Caller holds mu.
+func (c *Cache) edsCurrent(w *watch) *edsView {
+	p := w.p
+	want := w.sub.SubscribedResources()
+	all := w.sub.IsWildcard() || len(want) == 0
+	if v := p.eds; v != nil && v.matches(all, want) {
+		return v
+	}
+	v := &edsView{all: all}
 	add := func(name string) {
 		if e := c.clas[claKey{p.key.Mesh, name}]; e != nil && e.any != nil {
-			out = append(out, entry{name, e.any, e.version})
-			index = max(index, e.index)
+			v.entries = append(v.entries, entry{name, e.any, e.version})
+			v.index = max(v.index, e.index)
 		}
 	}
-	if want := w.sub.SubscribedResources(); w.sub.IsWildcard() || len(want) == 0 {
+	keep := true
+	if all {
 		for _, ref := range p.eps { // sorted and unique
 			add(ref.Cluster)
 		}
 	} else {
+		v.names = make([]string, 0, len(want))
 		for name := range want {
+			v.names = append(v.names, name)
+		}
+		slices.Sort(v.names)
+		for _, name := range v.names {
+			// A load assignment the proxy does not need may come and go
+			// with other proxies: such a view is not kept.
+			if _, needed := slices.BinarySearchFunc(p.eps, name, func(r envoy.EndpointRef, n string) int {
+				return strings.Compare(r.Cluster, n)
+			}); !needed {
+				keep = false
+			}
 			add(name)
 		}
-		slices.SortFunc(out, func(a, b entry) int { return strings.Compare(a.name, b.name) })
 	}
-	return out, index
+	if keep {
+		p.eds = v
+	}
+	return v
 }
 
 func (c *Cache) answerSotW(w *watch) bool {
-	entries, index := c.current(w)
-	var version string
+	var (
+		entries []entry
+		version string
+	)
 	switch {
 	case w.typeURL == typeEDS:
-		h := newHasher()
-		for _, e := range entries {
-			h.addString(e.name)
-			h.addString(e.version)
-		}
-		version = formatVersion(index, h.sum())
+		v := c.edsCurrent(w)
+		entries, version = v.entries, v.sotwVersion()
 	case w.typeURL == typeLDS:
 		version = w.p.lds.version
 	default:
@@ -690,6 +761,9 @@ func (c *Cache) answerSotW(w *watch) bool {
 	}
 	if version == w.req.GetVersionInfo() {
 		return false // the proxy has exactly this
+	}
+	if w.typeURL != typeEDS {
+		entries, _ = c.current(w)
 	}
 	if w.req.GetErrorDetail() != nil && w.p.lastSent[w.typeURL] == version {
 		return false // a NACK: do not send the rejected version again, wait for a new one

@@ -14,10 +14,38 @@ type metrics struct {
 	shed           prometheus.Counter
 	registrations  *prometheus.CounterVec
 	insightWrites  *prometheus.CounterVec
+
+	// The children of responses and acks, resolved once (they are counted
+	// for every response and request): by shortType index, then kind.
+	responseBy [4]prometheus.Counter
+	ackBy      [4][3]prometheus.Counter
 }
 
+var (
+	shortTypes = [4]string{"lds", "cds", "eds", "other"}
+	ackKinds   = [3]string{"initial", "ack", "nack"}
+)
+
+func typeIndex(typeURL string) int {
+	switch typeURL {
+	case typeLDS:
+		return 0
+	case typeCDS:
+		return 1
+	case typeEDS:
+		return 2
+	}
+	return 3
+}
+
+// response counts a response of typeURL.
+func (m *metrics) response(typeURL string) { m.responseBy[typeIndex(typeURL)].Inc() }
+
+// request counts a request of typeURL: kind 0 initial, 1 ACK, 2 NACK.
+func (m *metrics) request(typeURL string, kind int) { m.ackBy[typeIndex(typeURL)][kind].Inc() }
+
 func newMetrics() *metrics {
-	return &metrics{
+	return (&metrics{
 		streams: prometheus.NewGauge(prometheus.GaugeOpts{Name: "kuma_xds_streams",
 			Help: "Open ADS streams on this replica."}),
 		responses: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "kuma_xds_responses_total",
@@ -39,7 +67,17 @@ func newMetrics() *metrics {
 			Help: "Dataplanes registered by their proxies, by result."}, []string{"result"}),
 		insightWrites: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "kuma_xds_insight_writes_total",
 			Help: "Batched DataplaneInsight log entries written, by result."}, []string{"result"}),
+	}).resolve()
+}
+
+func (m *metrics) resolve() *metrics {
+	for i, t := range shortTypes {
+		m.responseBy[i] = m.responses.WithLabelValues(t)
+		for j, k := range ackKinds {
+			m.ackBy[i][j] = m.acks.WithLabelValues(t, k)
+		}
 	}
+	return m
 }
 
 func (m *metrics) collectors() []prometheus.Collector {

@@ -9,6 +9,9 @@ import (
 	"time"
 
 	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	deltaserver "github.com/envoyproxy/go-control-plane/pkg/server/delta/v3"
+	sotwserver "github.com/envoyproxy/go-control-plane/pkg/server/sotw/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -44,16 +47,14 @@ func ShedHint(err error) string {
 	return ""
 }
 
-// trackedStream wraps a server stream so it can be ended from outside: its
-// RecvMsg returns once shed, which makes go-control-plane finish the stream.
-// A pump goroutine does the blocking reads (into the caller's message: a
-// caller that got the shed error never looks at that message again).
+// trackedStream is one ADS stream. It can be ended from outside (shed):
+// each stream is served by a go-control-plane server of its own whose
+// context shed cancels, so the stream needs no goroutine besides the two
+// go-control-plane runs (the handler and its receiver).
 type trackedStream struct {
 	grpc.ServerStream
 
-	once    sync.Once
-	reads   chan recvReq
-	shedCh  chan struct{}
+	cancel  context.CancelFunc // ends the stream's go-control-plane server
 	shedMu  sync.Mutex
 	hint    string
 	shedded bool
@@ -64,11 +65,6 @@ type trackedStream struct {
 	since   time.Time
 }
 
-type recvReq struct {
-	m    any
-	done chan error // buffered: the pump never blocks on it
-}
-
 func (t *trackedStream) shed(hint string) {
 	t.shedMu.Lock()
 	defer t.shedMu.Unlock()
@@ -76,54 +72,15 @@ func (t *trackedStream) shed(hint string) {
 		return
 	}
 	t.shedded, t.hint = true, hint
-	close(t.shedCh)
+	t.cancel()
 }
-
-var errShed = status.Error(codes.Unavailable, "stream shed")
 
 func (t *trackedStream) RecvMsg(m any) error {
-	t.once.Do(func() {
-		t.reads = make(chan recvReq)
-		go t.pump()
-	})
-	ctx := t.ServerStream.Context()
-	r := recvReq{m: m, done: make(chan error, 1)}
-	select {
-	case t.reads <- r:
-	case <-t.shedCh:
-		return errShed
-	case <-ctx.Done():
-		return status.FromContextError(ctx.Err()).Err()
+	err := t.ServerStream.RecvMsg(m)
+	if err == nil {
+		t.noteNode(m)
 	}
-	select {
-	case err := <-r.done:
-		if err == nil {
-			t.noteNode(m)
-		}
-		return err
-	case <-t.shedCh:
-		return errShed
-	case <-ctx.Done():
-		return status.FromContextError(ctx.Err()).Err()
-	}
-}
-
-// pump reads the real stream; it ends when the stream's context does (the
-// handler returned) or a read fails.
-func (t *trackedStream) pump() {
-	ctx := t.ServerStream.Context()
-	for {
-		select {
-		case r := <-t.reads:
-			err := t.ServerStream.RecvMsg(r.m)
-			r.done <- err
-			if err != nil {
-				return
-			}
-		case <-ctx.Done():
-			return
-		}
-	}
+	return err
 }
 
 func (t *trackedStream) noteNode(msg any) {
@@ -144,15 +101,40 @@ func (t *trackedStream) noteNode(msg any) {
 	}
 }
 
-func (s *Server) intercept(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
-	if !strings.HasSuffix(info.FullMethod, "/StreamAggregatedResources") && !strings.HasSuffix(info.FullMethod, "/DeltaAggregatedResources") {
-		return handler(srv, ss)
-	}
-	ts := &trackedStream{ServerStream: ss, shedCh: make(chan struct{})}
+// adsService is the ADS gRPC service: every stream gets its own
+// go-control-plane server (a small struct) so that it can be ended alone.
+type adsService struct{ s *Server }
+
+func (a adsService) StreamAggregatedResources(st grpc.BidiStreamingServer[discovery.DiscoveryRequest, discovery.DiscoveryResponse]) error {
+	return a.s.serveADS(st, false)
+}
+
+func (a adsService) DeltaAggregatedResources(st grpc.BidiStreamingServer[discovery.DeltaDiscoveryRequest, discovery.DeltaDiscoveryResponse]) error {
+	return a.s.serveADS(st, true)
+}
+
+var _ discovery.AggregatedDiscoveryServiceServer = adsService{}
+
+// serveADS serves one ADS stream until the proxy leaves, the server stops,
+// or the stream is shed (then the proxy is told where to reconnect).
+func (s *Server) serveADS(ss grpc.ServerStream, delta bool) error {
+	ctx, cancel := context.WithCancel(s.life)
+	defer cancel()
+	ts := &trackedStream{ServerStream: ss, cancel: cancel}
 	s.mu.Lock()
 	s.mu.tracked[ts] = struct{}{}
 	s.mu.Unlock()
-	err := handler(srv, ts)
+	cb := &streamCallbacks{s: s, key: streamKey{delta: delta, id: s.streamIDs.Add(1)}}
+	var err error
+	if delta {
+		str := &grpc.GenericServerStream[discovery.DeltaDiscoveryRequest, discovery.DeltaDiscoveryResponse]{ServerStream: ts}
+		err = deltaserver.NewServer(ctx, s.cache, cb).DeltaStreamHandler(str, resourcev3.AnyType)
+	} else {
+		// Ordered ADS: responses leave in the order they were produced
+		// (clusters before the listeners that use them), without reflect.Select.
+		str := &grpc.GenericServerStream[discovery.DiscoveryRequest, discovery.DiscoveryResponse]{ServerStream: ts}
+		err = sotwserver.NewServer(ctx, s.cache, cb, sotwserver.WithOrderedADS()).StreamHandler(str, resourcev3.AnyType)
+	}
 	s.mu.Lock()
 	delete(s.mu.tracked, ts)
 	s.mu.Unlock()

@@ -7,12 +7,13 @@ import (
 	"log/slog"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	deltaserver "github.com/envoyproxy/go-control-plane/pkg/server/delta/v3"
 	sotwserver "github.com/envoyproxy/go-control-plane/pkg/server/sotw/v3"
-	serverv3 "github.com/envoyproxy/go-control-plane/pkg/server/v3"
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -108,7 +109,8 @@ type Server struct {
 		dirty   map[streamKey]*stream // reports not yet written
 		urgent  bool                  // a connect or disconnect is waiting
 	}
-	kick chan struct{}
+	kick      chan struct{}
+	streamIDs atomic.Int64 // the last ADS stream id given out
 }
 
 // New builds a server; Serve starts it.
@@ -126,7 +128,6 @@ func New(opts Options) (*Server, error) {
 	s.mu.dirty = map[streamKey]*stream{}
 	s.life, s.endLife = context.WithCancel(context.Background())
 	s.grpc = grpc.NewServer(
-		grpc.StreamInterceptor(s.intercept),
 		grpc.MaxConcurrentStreams(1<<16),
 		// Thousands of mostly idle streams: small buffers, released between writes.
 		grpc.ReadBufferSize(16<<10),
@@ -135,10 +136,7 @@ func New(opts Options) (*Server, error) {
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
 	)
-	// Ordered ADS: responses leave in the order they were produced (clusters
-	// before the listeners that use them), without reflect.Select.
-	xs := serverv3.NewServer(s.life, s.cache, s, sotwserver.WithOrderedADS())
-	discovery.RegisterAggregatedDiscoveryServiceServer(s.grpc, xs)
+	discovery.RegisterAggregatedDiscoveryServiceServer(s.grpc, adsService{s})
 	s.grpc.RegisterService(&replicasDesc, s)
 	// Registered now: the cluster takes leader work only before it starts.
 	opts.Cluster.RunWhileLeader("xds-lifecycle", s.runLifecycle)
@@ -339,14 +337,14 @@ func (s *Server) request(k streamKey, node *core.Node, typeURL, version, nonce s
 			return err
 		}
 	}
-	kind := "initial"
+	kind := 0 // initial
 	if nonce != "" {
-		kind = "ack"
+		kind = 1 // ACK
 		if nack {
-			kind = "nack"
+			kind = 2
 		}
 	}
-	s.m.acks.WithLabelValues(shortType(typeURL), kind).Inc()
+	s.m.request(typeURL, kind)
 	if nonce == "" {
 		if version != "" {
 			// A reconnecting proxy says what it has; if it is current it
@@ -418,36 +416,41 @@ func truncate(s string, n int) string {
 	return s[:n]
 }
 
-// Callbacks (go-control-plane's server/v3.Callbacks).
-
-func (s *Server) OnStreamOpen(ctx context.Context, id int64, _ string) error {
-	return s.openStream(ctx, streamKey{false, id})
+// streamCallbacks are go-control-plane's callbacks for one stream (each
+// stream has a go-control-plane server of its own, whose stream ids would
+// all be 1: the stream's key is given here instead).
+type streamCallbacks struct {
+	s   *Server
+	key streamKey
 }
-func (s *Server) OnStreamClosed(id int64, _ *core.Node) { s.closeStream(streamKey{false, id}) }
-func (s *Server) OnStreamRequest(id int64, req *discovery.DiscoveryRequest) error {
-	return s.request(streamKey{false, id}, req.GetNode(), req.GetTypeUrl(), req.GetVersionInfo(), req.GetResponseNonce(),
+
+func (c *streamCallbacks) OnStreamOpen(ctx context.Context, _ int64, _ string) error {
+	return c.s.openStream(ctx, c.key)
+}
+func (c *streamCallbacks) OnStreamClosed(int64, *core.Node) { c.s.closeStream(c.key) }
+func (c *streamCallbacks) OnStreamRequest(_ int64, req *discovery.DiscoveryRequest) error {
+	return c.s.request(c.key, req.GetNode(), req.GetTypeUrl(), req.GetVersionInfo(), req.GetResponseNonce(),
 		req.GetErrorDetail().GetMessage(), req.GetErrorDetail() != nil)
 }
-func (s *Server) OnStreamResponse(_ context.Context, id int64, req *discovery.DiscoveryRequest, resp *discovery.DiscoveryResponse) {
-	s.response(streamKey{false, id}, resp.GetTypeUrl(), resp.GetVersionInfo())
+func (c *streamCallbacks) OnStreamResponse(_ context.Context, _ int64, _ *discovery.DiscoveryRequest, resp *discovery.DiscoveryResponse) {
+	c.s.response(c.key, resp.GetTypeUrl(), resp.GetVersionInfo())
 }
-func (s *Server) OnDeltaStreamOpen(ctx context.Context, id int64, _ string) error {
-	return s.openStream(ctx, streamKey{true, id})
+func (c *streamCallbacks) OnDeltaStreamOpen(ctx context.Context, _ int64, _ string) error {
+	return c.s.openStream(ctx, c.key)
 }
-func (s *Server) OnDeltaStreamClosed(id int64, _ *core.Node) { s.closeStream(streamKey{true, id}) }
-func (s *Server) OnStreamDeltaRequest(id int64, req *discovery.DeltaDiscoveryRequest) error {
-	return s.request(streamKey{true, id}, req.GetNode(), req.GetTypeUrl(), maxVersion(req.GetInitialResourceVersions()), req.GetResponseNonce(),
+func (c *streamCallbacks) OnDeltaStreamClosed(int64, *core.Node) { c.s.closeStream(c.key) }
+func (c *streamCallbacks) OnStreamDeltaRequest(_ int64, req *discovery.DeltaDiscoveryRequest) error {
+	return c.s.request(c.key, req.GetNode(), req.GetTypeUrl(), maxVersion(req.GetInitialResourceVersions()), req.GetResponseNonce(),
 		req.GetErrorDetail().GetMessage(), req.GetErrorDetail() != nil)
 }
-func (s *Server) OnStreamDeltaResponse(id int64, _ *discovery.DeltaDiscoveryRequest, resp *discovery.DeltaDiscoveryResponse) {
-	s.response(streamKey{true, id}, resp.GetTypeUrl(), resp.GetSystemVersionInfo())
+func (c *streamCallbacks) OnStreamDeltaResponse(_ int64, _ *discovery.DeltaDiscoveryRequest, resp *discovery.DeltaDiscoveryResponse) {
+	c.s.response(c.key, resp.GetTypeUrl(), resp.GetSystemVersionInfo())
 }
-func (s *Server) OnFetchRequest(context.Context, *discovery.DiscoveryRequest) error {
-	return status.Error(codes.Unimplemented, "REST xDS is not served; use ADS")
-}
-func (s *Server) OnFetchResponse(*discovery.DiscoveryRequest, *discovery.DiscoveryResponse) {}
 
-var _ serverv3.Callbacks = (*Server)(nil)
+var (
+	_ sotwserver.Callbacks  = (*streamCallbacks)(nil)
+	_ deltaserver.Callbacks = (*streamCallbacks)(nil)
+)
 
 func (s *Server) wake() {
 	select {

@@ -1,9 +1,6 @@
 package xds
 
 import (
-	"fmt"
-	"hash"
-	"hash/fnv"
 	"strconv"
 	"strings"
 )
@@ -16,7 +13,15 @@ import (
 // it has caught up with the state that config came from.
 
 func formatVersion(index uint64, hash uint64) string {
-	return strconv.FormatUint(index, 10) + "." + fmt.Sprintf("%08x", uint32(hash^(hash>>32)))
+	const digits = "0123456789abcdef"
+	var b [20 + 1 + 8]byte
+	out := strconv.AppendUint(b[:0], index, 10)
+	out = append(out, '.')
+	h := uint32(hash ^ (hash >> 32)) // printed as %08x
+	for shift := 28; shift >= 0; shift -= 4 {
+		out = append(out, digits[h>>uint(shift)&0xf])
+	}
+	return string(out)
 }
 
 // versionIndex returns the index part of a version; 0 for "" or a version
@@ -33,22 +38,42 @@ func versionIndex(v string) uint64 {
 	return n
 }
 
-type hasher struct{ h hash.Hash64 }
+// hasher is FNV-1a (64 bit) over length-prefixed parts, without allocating.
+type hasher struct{ h uint64 }
 
-func newHasher() hasher { return hasher{h: fnv.New64a()} }
+const (
+	fnvOffset64 = 14695981039346656037
+	fnvPrime64  = 1099511628211
+)
 
-func (h hasher) add(parts ...[]byte) {
-	for _, p := range parts {
-		var n [8]byte
-		l := uint64(len(p))
-		for i := range n {
-			n[i] = byte(l >> (8 * i))
-		}
-		_, _ = h.h.Write(n[:])
-		_, _ = h.h.Write(p)
+func newHasher() *hasher { return &hasher{h: fnvOffset64} }
+
+func (h *hasher) byte(b byte) {
+	h.h ^= uint64(b)
+	h.h *= fnvPrime64
+}
+
+func (h *hasher) length(n int) {
+	l := uint64(n)
+	for i := range 8 {
+		h.byte(byte(l >> (8 * i)))
 	}
 }
 
-func (h hasher) addString(s string) { h.add([]byte(s)) }
+func (h *hasher) add(parts ...[]byte) {
+	for _, p := range parts {
+		h.length(len(p))
+		for _, b := range p {
+			h.byte(b)
+		}
+	}
+}
 
-func (h hasher) sum() uint64 { return h.h.Sum64() }
+func (h *hasher) addString(s string) {
+	h.length(len(s))
+	for i := 0; i < len(s); i++ {
+		h.byte(s[i])
+	}
+}
+
+func (h *hasher) sum() uint64 { return h.h }

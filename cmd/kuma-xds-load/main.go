@@ -84,7 +84,7 @@ func parseArgs(args []string, stderr io.Writer) (*config, error) {
 	fs.StringVar(&cfg.out, "out", "", "markdown file to write the results to (its kuma-xds-load section for this mode and these counts is replaced, or appended)")
 	fs.BoolVar(&cfg.rebal, "rebalance", false, "keep the replicas' proxy rebalancing on (started cluster only; off by default so that it does not move proxies during the measurement)")
 	fs.BoolVar(&cfg.keep, "keep", false, "keep the created Dataplanes in an existing cluster (and the data dirs of a started one)")
-	fs.StringVar(&cfg.profile, "profile", "", "write CPU profiles of the change phase to this directory: the load tool's, and each replica's (a started cluster runs with --debug-pprof; an existing one must)")
+	fs.StringVar(&cfg.profile, "profile", "", "write CPU profiles of the change phase to this directory, the load tool's and each replica's, and each replica's heap profile and metrics after the changes (a started cluster runs with --debug-pprof; an existing one must)")
 	fs.DurationVar(&cfg.profSecs, "profile-seconds", 15*time.Second, "how long the replicas are profiled from the first change (with --profile)")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	if err := fs.Parse(args[1:]); err != nil {
@@ -349,6 +349,36 @@ func (cfg *config) profiler(t *httpTarget, proxies int, log *slog.Logger) func(c
 				log.Info("load tool profile written", "file", self)
 			}
 			wg.Wait()
+			// What each replica holds once the changes are done: its heap
+			// profile and its metrics page (Go memory figures included).
+			for _, r := range t.replicas {
+				for _, get := range []struct{ url, file string }{
+					{r.APIURL + "/debug/pprof/heap", r.Name + "-" + tag + ".heap.pprof"},
+					{r.APIURL + "/metrics", r.Name + "-" + tag + ".metrics.txt"},
+				} {
+					path := filepath.Join(cfg.profile, get.file)
+					if err := fetchTo(ctx, get.url, path); err != nil {
+						log.Warn("cannot save a replica's heap profile or metrics", "replica", r.Name, "err", err)
+						continue
+					}
+					log.Info("replica heap profile or metrics written", "file", path)
+				}
+			}
 		}
 	}
+}
+
+// fetchTo writes the body of GET url to path.
+func fetchTo(ctx context.Context, url, path string) error {
+	status, _, body, err := testcluster.NewClient(30*time.Second).Get(ctx, url)
+	if err == nil && status != http.StatusOK {
+		err = fmt.Errorf("GET %s: status %d", url, status)
+	}
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(path, body, 0o644); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	return nil
 }
