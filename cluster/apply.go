@@ -324,8 +324,9 @@ func (n *Node) ConsistentRead(ctx context.Context) error {
 	case errors.Is(err, ErrNoQuorum), errors.Is(err, ErrShuttingDown):
 		return err
 	default:
-		// A read changes nothing: whatever went wrong, there is no consistent read.
-		return fmt.Errorf("%w: %w", ErrNoQuorum, err)
+		// A read changes nothing: whatever went wrong, there is no consistent
+		// read (and no write whose outcome is unknown: the cause is text only).
+		return fmt.Errorf("%w: %v", ErrNoQuorum, err)
 	}
 }
 

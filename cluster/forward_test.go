@@ -313,3 +313,16 @@ func TestWaitVisibleBounded(t *testing.T) {
 		t.Fatal("write not visible after WaitVisible")
 	}
 }
+
+// TestConsistentReadAnswerLost: a read-index call whose answer is lost is
+// "no quorum" for the read, never a write's "outcome unknown".
+func TestConsistentReadAnswerLost(t *testing.T) {
+	c := newMemCluster(t, 3)
+	leader := c.leader()
+	follower := c.followers(leader)[0]
+	c.net.partition([]string{follower.host}, []string{leader.host})
+	err := follower.ConsistentRead(context.Background())
+	if !errors.Is(err, ErrNoQuorum) || errors.Is(err, ErrOutcomeUnknown) {
+		t.Fatalf("consistent read: %v; want ErrNoQuorum only", err)
+	}
+}
