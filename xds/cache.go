@@ -50,10 +50,17 @@ var errNoDataplane = errors.New("dataplane not found")
 
 // typeSet is one proxy's generated resources of one type.
 type typeSet struct {
-	version string
-	index   uint64
-	names   []string // sorted
-	res     map[string]*anypb.Any
+	version  string
+	index    uint64
+	*setBody // may be shared with other proxies (see intern.go): read only
+}
+
+// setBody is what a typeSet holds.
+type setBody struct {
+	names  []string // sorted
+	res    map[string]*anypb.Any
+	sum    uint64 // hash of the names and bytes (the version's second part)
+	shared string // its key in the interned sets, if it is there
 }
 
 // proxy is one Dataplane with at least one stream on this replica.
@@ -111,6 +118,7 @@ type Cache struct {
 	proxies map[resource.Key]*proxy
 	clas    map[claKey]*cla
 	held    map[*watch]struct{} // watches waiting for this replica to catch up
+	interns interns             // listeners and clusters shared by proxies
 }
 
 // NewCache returns a cache over state. Run must be running for it to follow changes.
@@ -119,7 +127,7 @@ func NewCache(state State, log *slog.Logger, m *metrics) *Cache {
 		m = newMetrics()
 	}
 	return &Cache{state: state, log: log, m: m, proxies: map[resource.Key]*proxy{}, clas: map[claKey]*cla{},
-		held: map[*watch]struct{}{}}
+		held: map[*watch]struct{}{}, interns: newInterns()}
 }
 
 // ParseNodeID splits a node id "{mesh}.{name}" (at the first dot).
@@ -183,6 +191,8 @@ func (c *Cache) Detach(k resource.Key) {
 		delete(c.held, w)
 	}
 	c.setEndpoints(p, nil)
+	c.interns.release(p.lds)
+	c.interns.release(p.cds)
 	delete(c.proxies, k)
 }
 
@@ -434,9 +444,15 @@ func (c *Cache) install(p *proxy, g generated) bool {
 	switch {
 	case g.keepOld:
 	case g.err != nil:
+		c.interns.release(p.lds)
+		c.interns.release(p.cds)
 		p.lds, p.cds = nil, nil
 		c.setEndpoints(p, nil)
 	default:
+		c.interns.hold(typeLDS, g.lds)
+		c.interns.hold(typeCDS, g.cds)
+		c.interns.release(p.lds)
+		c.interns.release(p.cds)
 		p.lds, p.cds = g.lds, g.cds
 		c.setEndpoints(p, g.eps)
 		if !slices.Equal(p.warnings, g.warnings) { // logged once per change, not per regeneration or push
@@ -450,7 +466,7 @@ func (c *Cache) install(p *proxy, g generated) bool {
 }
 
 func buildSet(typeURL string, idx uint64, n int, at func(i int) (string, proto.Message)) (*typeSet, error) {
-	ts := &typeSet{index: idx, names: make([]string, 0, n), res: make(map[string]*anypb.Any, n)}
+	ts := &typeSet{index: idx, setBody: &setBody{names: make([]string, 0, n), res: make(map[string]*anypb.Any, n)}}
 	h := newHasher()
 	for i := range n {
 		name, msg := at(i)
@@ -464,7 +480,8 @@ func buildSet(typeURL string, idx uint64, n int, at func(i int) (string, proto.M
 		h.add(b)
 	}
 	slices.Sort(ts.names)
-	ts.version = formatVersion(idx, h.sum())
+	ts.sum = h.sum()
+	ts.version = formatVersion(idx, ts.sum)
 	return ts, nil
 }
 
@@ -768,11 +785,30 @@ func (c *Cache) answerSotW(w *watch) bool {
 	if w.req.GetErrorDetail() != nil && w.p.lastSent[w.typeURL] == version {
 		return false // a NACK: do not send the rejected version again, wait for a new one
 	}
-	out := &discovery.DiscoveryResponse{VersionInfo: version, TypeUrl: w.typeURL, Resources: make([]*anypb.Any, len(entries))}
+	out := &discovery.DiscoveryResponse{VersionInfo: version, TypeUrl: w.typeURL}
 	returned := make(map[string]string, len(entries))
-	for i, e := range entries {
-		out.Resources[i] = e.any
-		returned[e.name] = version
+	if w.typeURL == typeEDS {
+		// Load assignments are not state of the world (only listeners and
+		// clusters are): a response carries those the proxy does not have
+		// yet, and one it omits is kept (as Envoy and kuma-dp do). So an
+		// endpoint change sends one load assignment, not every one the proxy
+		// uses. After a NACK, or on a new stream, everything is sent.
+		known := w.sub.ReturnedResources()
+		if w.req.GetErrorDetail() != nil {
+			known = nil
+		}
+		for _, e := range entries {
+			returned[e.name] = e.version
+			if known[e.name] != e.version {
+				out.Resources = append(out.Resources, e.any)
+			}
+		}
+	} else {
+		out.Resources = make([]*anypb.Any, len(entries))
+		for i, e := range entries {
+			out.Resources[i] = e.any
+			returned[e.name] = version
+		}
 	}
 	select {
 	case w.ch <- &sotwResponse{req: w.req, resp: out, returned: returned}:

@@ -145,3 +145,90 @@ func TestGeneratorWarningsLoggedOncePerChange(t *testing.T) {
 		t.Fatalf("logged warnings %q, want no more", got)
 	}
 }
+
+// TestInterning: two proxies of one service with the same outbound share
+// their cluster set and their outbound listener (the same bytes, held once);
+// what they held is forgotten once both have left.
+func TestInterning(t *testing.T) {
+	h := newHarness(t, Options{})
+	h.put(dpDoc("backend-1", "10.0.0.9", "backend"))
+	h.put(dpDoc("web-1", "10.0.0.1", "web", "backend"))
+	h.put(dpDoc("web-2", "10.0.0.2", "web", "backend"))
+	a, b := h.sotw("default.web-1", ""), h.sotw("default.web-2", "")
+	for _, c := range []*sotw{a, b} {
+		c.send(typeCDS, "", "", nil, "")
+		c.mustRecv(typeCDS)
+	}
+	c := h.srv.Cache()
+	key := func(name string) resource.Key {
+		return resource.Key{Type: resource.TypeDataplane, Mesh: "default", Name: name}
+	}
+	c.mu.Lock()
+	p1, p2 := c.proxies[key("web-1")], c.proxies[key("web-2")]
+	sharedCDS := p1.cds.setBody == p2.cds.setBody
+	sharedOut := p1.lds.res["outbound:127.0.0.1:10001"] == p2.lds.res["outbound:127.0.0.1:10001"]
+	ownIn := p1.lds.res["inbound:10.0.0.1:8080"] != nil && p2.lds.res["inbound:10.0.0.2:8080"] != nil
+	differentLDS := p1.lds.version != p2.lds.version
+	c.mu.Unlock()
+	if !sharedCDS || !sharedOut || !ownIn || !differentLDS {
+		t.Fatalf("shared clusters %v, shared outbound listener %v, own inbound listeners %v, different listener versions %v",
+			sharedCDS, sharedOut, ownIn, differentLDS)
+	}
+	// web-1 changes (its old config is released, its new one held).
+	h.put(dpDoc("web-1", "10.0.0.1", "web", "backend", "other"))
+	waitFor(t, "web-1's new clusters", func() bool {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		return len(c.proxies[key("web-1")].cds.names) == 3
+	})
+	a.cancel()
+	b.cancel()
+	waitFor(t, "both proxies to leave", func() bool { return c.Proxies() == 0 })
+	c.mu.Lock()
+	res, sets := len(c.interns.res), len(c.interns.sets)
+	c.mu.Unlock()
+	if res != 0 || sets != 0 {
+		t.Fatalf("after every proxy left: %d interned resources, %d interned sets", res, sets)
+	}
+}
+
+// TestEDSSendsWhatChanged: a state-of-the-world EDS response carries only
+// the load assignments the proxy does not have yet (EDS, unlike LDS and CDS,
+// is not state of the world); a new stream, or the answer after a NACK,
+// carries every one asked for.
+func TestEDSSendsWhatChanged(t *testing.T) {
+	h := newHarness(t, Options{})
+	h.put(dpDoc("backend-1", "10.0.0.8", "backend"))
+	h.put(dpDoc("db-1", "10.0.0.9", "db"))
+	h.put(dpDoc("web-1", "10.0.0.1", "web", "backend", "db"))
+	eds := []string{"backend", "db"}
+	a := h.sotw("default.web-1", "")
+	a.send(typeEDS, "", "", eds, "")
+	r := a.mustRecv(typeEDS)
+	if got := names(t, r); !slicesEqual(got, eds) {
+		t.Fatalf("first EDS response: %v, want %v", got, eds)
+	}
+	a.send(typeEDS, r.GetVersionInfo(), r.GetNonce(), eds, "")
+
+	h.put(dpDoc("backend-2", "10.0.0.10", "backend"))
+	r2 := a.mustRecv(typeEDS)
+	if got := names(t, r2); !slicesEqual(got, []string{"backend"}) {
+		t.Fatalf("after a backend change: %v, want [backend]", got)
+	}
+	if r2.GetVersionInfo() == r.GetVersionInfo() {
+		t.Fatal("the EDS version did not change")
+	}
+	// A NACK, then a change: everything again.
+	a.send(typeEDS, r.GetVersionInfo(), r2.GetNonce(), eds, "rejected")
+	h.put(dpDoc("db-2", "10.0.0.11", "db"))
+	r3 := a.mustRecv(typeEDS)
+	if got := names(t, r3); !slicesEqual(got, eds) {
+		t.Fatalf("after a NACK and a change: %v, want %v", got, eds)
+	}
+	// A new stream with an older version gets everything.
+	b := h.sotw("default.web-1", "")
+	b.send(typeEDS, r2.GetVersionInfo(), "", eds, "")
+	if got := names(t, b.mustRecv(typeEDS)); !slicesEqual(got, eds) {
+		t.Fatalf("new stream: %v, want %v", got, eds)
+	}
+}
