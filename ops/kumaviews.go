@@ -6,6 +6,7 @@ import (
 	"maps"
 	"net/http"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/kuma-ha/kuma-ha/fsm"
@@ -345,11 +346,7 @@ func (s *server) handleProxyAdmin(w http.ResponseWriter, r *http.Request) {
 		Detail: fmt.Sprintf("%s of a proxy is not served by this control plane: read it from the proxy's own admin address (kuma-dp --admin-addr)", opName(r.URL.Path))})
 }
 
+// opName is the last segment of path without Kuma's leading "_" (_config).
 func opName(path string) string {
-	for i := len(path) - 1; i >= 0; i-- {
-		if path[i] == '/' {
-			return path[i+1:]
-		}
-	}
-	return path
+	return strings.TrimPrefix(path[strings.LastIndexByte(path, '/')+1:], "_")
 }

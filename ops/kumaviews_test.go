@@ -78,6 +78,9 @@ func TestKumaInspectViews(t *testing.T) {
 		if rec.Code != http.StatusNotImplemented || !strings.Contains(rec.Body.String(), "admin") {
 			t.Errorf("%s passthrough: %d %s, want 501 naming the proxy's admin address", op, rec.Code, rec.Body)
 		}
+		if want := `"` + strings.TrimPrefix(op, "_") + " of a proxy"; !strings.Contains(rec.Body.String(), want) {
+			t.Errorf("%s passthrough: %s, want the detail to start with %s", op, rec.Body, want)
+		}
 	}
 }
 
