@@ -33,10 +33,10 @@ bench-dp: build ## BENCHMARKS.md data plane section: kuma-dp's built-in proxy vs
 	CGO_ENABLED=0 $(GO) build -o bin/kuma-bench ./cmd/kuma-bench
 	./bin/kuma-bench dataplane --bin-dir bin --out BENCHMARKS.md
 
-bench-xds: build ## BENCHMARKS.md xDS sections: kuma-xds-load with 100, 1,000 and 5,000 simulated proxies (SotW and delta)
+bench-xds: build ## BENCHMARKS.md xDS sections: kuma-xds-load, 2,000 proxies on one replica and 10,000 over three (SotW; a few minutes)
 	CGO_ENABLED=0 $(GO) build -o bin/kuma-xds-load ./cmd/kuma-xds-load
-	./bin/kuma-xds-load --bin-dir bin --proxies 100,1000,5000 --changes 20 --out BENCHMARKS.md
-	./bin/kuma-xds-load --bin-dir bin --proxies 100,1000,5000 --changes 20 --delta --out BENCHMARKS.md
+	./bin/kuma-xds-load --bin-dir bin --replicas 1 --proxies 2000 --changes 20 --out BENCHMARKS.md
+	./bin/kuma-xds-load --bin-dir bin --replicas 3 --proxies 10000 --changes 20 --out BENCHMARKS.md
 
 fuzz: ## run every fuzz target for FUZZTIME each
 	@for pkg in $$($(GO) list ./...); do \

@@ -232,3 +232,21 @@ func TestEDSSendsWhatChanged(t *testing.T) {
 		t.Fatalf("new stream: %v, want %v", got, eds)
 	}
 }
+
+// TestNextReportDue: a stream's next counters-only report is due between
+// one and one and a quarter InsightFlush later, so reports spread out.
+func TestNextReportDue(t *testing.T) {
+	s := &Server{opts: Options{InsightFlush: 10 * time.Second}}
+	now := time.Now()
+	seen := map[time.Time]bool{}
+	for range 100 {
+		d := s.nextReportDue(now)
+		if d.Before(now.Add(10*time.Second)) || d.After(now.Add(12500*time.Millisecond)) {
+			t.Fatalf("due %s after now, want within [10s, 12.5s]", d.Sub(now))
+		}
+		seen[d] = true
+	}
+	if len(seen) < 50 {
+		t.Fatalf("only %d distinct due times in 100: not spread", len(seen))
+	}
+}

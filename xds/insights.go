@@ -3,6 +3,7 @@ package xds
 import (
 	"context"
 	"errors"
+	"math/rand/v2"
 	"time"
 
 	"github.com/kuma-ha/kuma-ha/fsm"
@@ -12,7 +13,11 @@ import (
 // Insight reports: every stream's DataplaneInsight subscription lives in
 // memory and is written through the log in batches, never once per event.
 // Connects, disconnects and NACKs go out within min(InsightFlush/4, 250ms);
-// counters (responses, ACKs) at most once per InsightFlush.
+// counters (responses, ACKs) at most once per InsightFlush and stream: a
+// stream's next counters-only report is due InsightFlush plus a random
+// part of up to a quarter of it after its last one, so that the reports of
+// thousands of proxies that connected together spread out instead of all
+// going through the log (and every replica's apply) in the same instant.
 
 // maxReportsPerEntry bounds one log entry.
 const maxReportsPerEntry = 500
@@ -21,7 +26,7 @@ func (s *Server) runReporter(ctx context.Context) {
 	fast := max(min(s.opts.InsightFlush/4, 250*time.Millisecond), 10*time.Millisecond)
 	t := time.NewTicker(fast)
 	defer t.Stop()
-	last := time.Now()
+	lastReopen := time.Now()
 	for {
 		select {
 		case <-ctx.Done():
@@ -35,29 +40,41 @@ func (s *Server) runReporter(ctx context.Context) {
 			case <-time.After(fast):
 			}
 		}
-		s.mu.Lock()
-		urgent := s.mu.urgent
-		s.mu.Unlock()
-		if urgent || time.Since(last) >= s.opts.InsightFlush {
+		if time.Since(lastReopen) >= s.opts.InsightFlush {
 			s.reopenClosedByLeader()
-			s.flush(ctx, false)
-			last = time.Now()
+			lastReopen = time.Now()
 		}
+		s.flush(ctx, false)
 	}
 }
 
-// flush writes every dirty subscription. On failure the reports stay dirty
-// and go out with the next flush (a newer report replaces an older one).
+// nextReportDue is when a stream reported now may next report counters only.
+func (s *Server) nextReportDue(now time.Time) time.Time {
+	return now.Add(s.opts.InsightFlush + rand.N(s.opts.InsightFlush/4+1))
+}
+
+// flush writes the dirty subscriptions that are urgent or due (every one
+// if final). On failure the reports stay dirty and go out with a later
+// flush (a newer report replaces an older one).
 func (s *Server) flush(ctx context.Context, final bool) {
 	s.mu.Lock()
 	if len(s.mu.dirty) == 0 {
-		s.mu.urgent = false
 		s.mu.Unlock()
 		return
 	}
-	keys := make([]streamKey, 0, len(s.mu.dirty))
-	reports := make([]fsm.InsightReport, 0, len(s.mu.dirty))
+	now := time.Now()
+	var (
+		keys    []streamKey
+		reports []fsm.InsightReport
+		urgent  []bool
+	)
 	for k, st := range s.mu.dirty {
+		if !final && !st.urgent && now.Before(st.due) {
+			continue
+		}
+		delete(s.mu.dirty, k)
+		urgent = append(urgent, st.urgent)
+		st.urgent, st.due = false, s.nextReportDue(now)
 		st.sub.Generation++
 		if len(st.versions) > 0 {
 			st.sub.Status.ConfigVersion = configVersion(st.versions)
@@ -66,9 +83,10 @@ func (s *Server) flush(ctx context.Context, final bool) {
 		reports = append(reports, fsm.InsightReport{Mesh: st.key.Mesh, Name: st.key.Name, Subscription: &sub})
 		keys = append(keys, k)
 	}
-	s.mu.dirty = map[streamKey]*stream{}
-	s.mu.urgent = false
 	s.mu.Unlock()
+	if len(reports) == 0 {
+		return
+	}
 
 	var failed []int
 	for i := 0; i < len(reports); i += maxReportsPerEntry {
@@ -106,11 +124,12 @@ func (s *Server) flush(ctx context.Context, final bool) {
 			continue
 		}
 		if st := s.mu.streams[k]; st != nil {
+			st.urgent = st.urgent || urgent[i]
 			s.mu.dirty[k] = st
 		} else if reports[i].Subscription.DisconnectTime != nil {
 			// The stream is gone; keep its final report until it lands.
 			s.mu.dirty[k] = &stream{key: resource.Key{Type: resource.TypeDataplane, Mesh: reports[i].Mesh, Name: reports[i].Name},
-				hasNode: true, closed: true, sub: *reports[i].Subscription}
+				hasNode: true, closed: true, urgent: true, sub: *reports[i].Subscription}
 		}
 	}
 	s.mu.Unlock()
@@ -140,7 +159,7 @@ func (s *Server) reopenClosedByLeader() {
 		for _, sub := range spec.Subscriptions {
 			if sub.ID == st.sub.ID && !sub.Online() {
 				s.mu.dirty[k] = st
-				s.mu.urgent = true
+				st.urgent = true
 			}
 		}
 	}

@@ -107,7 +107,6 @@ type Server struct {
 		streams map[streamKey]*stream // by go-control-plane stream id
 		tracked map[*trackedStream]struct{}
 		dirty   map[streamKey]*stream // reports not yet written
-		urgent  bool                  // a connect or disconnect is waiting
 	}
 	kick      chan struct{}
 	streamIDs atomic.Int64 // the last ADS stream id given out
@@ -230,6 +229,8 @@ type stream struct {
 	sub      resource.DiscoverySubscription
 	versions map[string]string // short type -> last version sent
 	closed   bool
+	urgent   bool            // its report goes out with the next flush (a connect, disconnect or NACK)
+	due      time.Time       // when a report of counters only may go out
 	regDoc   []byte          // the Dataplane the proxy sent to register itself, if any
 	ctx      context.Context // the stream's: ends when the proxy leaves
 }
@@ -266,8 +267,8 @@ func (s *Server) closeStream(k streamKey) {
 		now := time.Now().UTC()
 		st.sub.DisconnectTime = &now
 		st.closed = true
+		st.urgent = true
 		s.mu.dirty[k] = st
-		s.mu.urgent = true
 	}
 	s.mu.Unlock()
 	if st == nil {
@@ -315,8 +316,8 @@ func (s *Server) firstRequest(k streamKey, node *core.Node) error {
 		ReplicaInstance:        s.opts.Cluster.Instance(),
 		ConnectTime:            now,
 	}
+	st.urgent = true
 	s.mu.dirty[k] = st
-	s.mu.urgent = true
 	s.mu.Unlock()
 	s.cache.Attach(key)
 	s.wake()
@@ -368,7 +369,7 @@ func (s *Server) request(k streamKey, node *core.Node, typeURL, version, nonce s
 		}
 		st.sub.Status.LastNACK = &now
 		st.sub.Status.LastNACKError = truncate(errDetail, 512)
-		s.mu.urgent = true
+		st.urgent = true
 	} else {
 		st.sub.Status.Total.ResponsesAcknowledged++
 		if stats != nil {

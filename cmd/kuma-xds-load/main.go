@@ -204,6 +204,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	if cfg.out != "" {
 		key := modeKey(cfg.load.Delta, cfg.load.Register) + " " + strings.Trim(strings.ReplaceAll(fmt.Sprint(cfg.proxies), " ", ","), "[]")
+		if len(cfg.apiURLs) == 0 && cfg.replicas != 3 {
+			key += fmt.Sprintf(" x%d", cfg.replicas) // a started cluster of another size: its own section
+		}
 		body := section(cfg.cmdline, at, m, cfg.load, len(cfg.apiURLs) == 0, levels)
 		if err := writeSection(cfg.out, key, body); err != nil {
 			return err
