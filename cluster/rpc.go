@@ -49,14 +49,14 @@ func (n *Node) rpcHandler() http.Handler {
 			n.writeRPCError(w, fmt.Errorf("%w: command over %d bytes", errBadRequest, maxRPCBody))
 			return
 		}
-		// Decoded only to check it: the bytes the follower encoded are the
-		// ones proposed.
-		cmd, err := fsm.Decode(body)
+		// Checked, not decoded: the bytes the follower encoded are the ones
+		// proposed, and every replica decodes them when it applies them.
+		t, err := fsm.Check(body)
 		if err != nil {
 			n.writeRPCError(w, fmt.Errorf("%w: %w", errBadRequest, err))
 			return
 		}
-		res, err := n.applyOnLeader(r.Context(), cmd.Type, body)
+		res, err := n.applyOnLeader(r.Context(), t, body)
 		if err != nil {
 			n.writeRPCError(w, err)
 			return

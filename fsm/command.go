@@ -126,6 +126,38 @@ func Decode(data []byte) (Command, error) {
 	return c, nil
 }
 
+// Check is the cheap part of Decode: the envelope, the command type and,
+// for a put, the payload version, but not the resource. A replica that
+// proposes bytes another replica encoded calls it to refuse what this binary
+// could not apply (ErrUnsupported: written by a newer binary) before it
+// enters the log; the rest of a malformed payload is a deterministic
+// rejection (Result.Err) when applied. Other command types are decoded whole.
+func Check(data []byte) (CommandType, error) {
+	if len(data) < envelopeHeaderLen || data[0] != envelopeMagic || data[1] != envelopeVersion ||
+		CommandType(binary.BigEndian.Uint16(data[2:4])) != CmdPut {
+		c, err := Decode(data)
+		return c.Type, err
+	}
+	payload := data[envelopeHeaderLen:]
+	n, w := binary.Uvarint(payload)
+	if w <= 0 || n > uint64(len(payload)-w) {
+		return 0, fmt.Errorf("%w: put command: put: bad header length", ErrMalformed)
+	}
+	var peek struct {
+		V int `json:"v"`
+	}
+	if err := json.Unmarshal(payload[w:w+int(n)], &peek); err != nil {
+		return 0, fmt.Errorf("%w: put command: put header: %w", ErrMalformed, err)
+	}
+	if err := checkPayloadVersion(peek.V, putPayloadVersion); err != nil {
+		if errors.Is(err, ErrUnsupported) {
+			return 0, fmt.Errorf("put command: %w", err)
+		}
+		return 0, fmt.Errorf("%w: put command: %w", ErrMalformed, err)
+	}
+	return CmdPut, nil
+}
+
 // checkTime rejects times that cannot round-trip through RFC 3339 (and so
 // through snapshots and the API).
 func checkTime(t time.Time) error {

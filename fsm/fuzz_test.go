@@ -3,6 +3,7 @@ package fsm
 import (
 	"bytes"
 	"context"
+	"errors"
 	"testing"
 	"time"
 
@@ -116,4 +117,44 @@ func mustEncode(c Command) []byte {
 		panic(err)
 	}
 	return b
+}
+
+// FuzzCheck: Check never accepts an entry Decode calls unsupported (the
+// proposer's gate of a rolling upgrade), and agrees on the type of every
+// entry Decode accepts.
+func FuzzCheck(f *testing.F) {
+	newer := putCmd(mesh("m2"), nil, t0)
+	newer = bytes.Replace(newer, []byte(`"v":1`), []byte(`"v":9`), 1)
+	for _, seed := range [][]byte{
+		nil,
+		[]byte("garbage"),
+		ensureCmd(t0),
+		putCmd(mesh("m2"), u64(3), t0),
+		newer,
+		deleteCmd(meshKey("m1"), 0, t0),
+		{envelopeMagic, envelopeVersion + 1, 0, 1},
+		{envelopeMagic, envelopeVersion, 0, 99},
+	} {
+		f.Add(seed)
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		typ, cerr := Check(data)
+		cmd, derr := Decode(data)
+		if errors.Is(derr, ErrUnsupported) && !errors.Is(cerr, ErrUnsupported) {
+			t.Fatalf("Decode: %v; Check: %v (must be unsupported)", derr, cerr)
+		}
+		if derr == nil && (cerr != nil || typ != cmd.Type) {
+			t.Fatalf("Decode accepts a %s; Check: %v, %s", cmd.Type, cerr, typ)
+		}
+	})
+}
+
+func TestCheckRefusesNewerPut(t *testing.T) {
+	newer := bytes.Replace(putCmd(mesh("m2"), nil, t0), []byte(`"v":1`), []byte(`"v":9`), 1)
+	if _, err := Check(newer); !errors.Is(err, ErrUnsupported) {
+		t.Fatalf("Check of a put with payload version 9: %v; want ErrUnsupported", err)
+	}
+	if typ, err := Check(putCmd(mesh("m2"), nil, t0)); err != nil || typ != CmdPut {
+		t.Fatalf("Check of a put: %s, %v", typ, err)
+	}
 }
