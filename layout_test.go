@@ -1,7 +1,7 @@
-// Package layout_test enforces the import rules of the module's layout in
+// The layout test enforces the import rules of the module's layout in
 // one place: which package may depend on which, that the state machine stays
 // pure, and that every package is used by some binary.
-package layout_test
+package kumaha_test
 
 import (
 	"encoding/json"

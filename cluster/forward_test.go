@@ -98,9 +98,7 @@ func TestProposedThenLeaderStopsIsNotRetried(t *testing.T) {
 			if !errors.Is(err, ErrOutcomeUnknown) || !MayHaveApplied(err) {
 				t.Fatalf("apply: %v; want ErrOutcomeUnknown", err)
 			}
-			if n := proposals(); n != 1 {
-				t.Fatalf("the write was proposed %d times; want once", n)
-			}
+			wantProposals(t, proposals, 1)
 			// It was committed: the survivors apply it, exactly once.
 			for _, n := range c.followers(leader) {
 				eventually(t, 5*time.Second, n.name+" applies the write", func() string {
@@ -110,9 +108,7 @@ func TestProposedThenLeaderStopsIsNotRetried(t *testing.T) {
 					return ""
 				})
 			}
-			if n := proposals(); n != 1 {
-				t.Fatalf("the write was proposed %d times; want once", n)
-			}
+			wantProposals(t, proposals, 1)
 		})
 	}
 }
@@ -130,17 +126,7 @@ func TestLeaderLosesQuorumMidCommit(t *testing.T) {
 	proposals := c.countProposals(isCommandFor(victim.Name))
 	c.isolate(leader)
 	_, err := leader.Apply(context.Background(), meshPut(t, victim.Name))
-	if !errors.Is(err, ErrOutcomeUnknown) || !MayHaveApplied(err) {
-		t.Fatalf("apply: %v; want ErrOutcomeUnknown", err)
-	}
-	if n := proposals(); n != 1 {
-		t.Fatalf("the write was proposed %d times; want once", n)
-	}
-	c.net.heal()
-	applyOK(t, c.leader(), meshPut(t, "after"))
-	if n := proposals(); n != 1 {
-		t.Fatalf("the write was proposed %d times; want once", n)
-	}
+	unknownNeverRetried(t, c, err, proposals)
 }
 
 // TestForwardedAnswerLost: the connection to the leader breaks after the
@@ -155,16 +141,26 @@ func TestForwardedAnswerLost(t *testing.T) {
 	leader.onProposed(func(*Node, []byte) { once.Do(func() { c.isolate(leader) }) })
 
 	_, err := via.Apply(context.Background(), meshPut(t, victim.Name))
+	unknownNeverRetried(t, c, err, proposals)
+}
+
+// unknownNeverRetried: err says "outcome unknown", the write was proposed
+// once, and it is not proposed again while the healed cluster goes on.
+func unknownNeverRetried(t *testing.T, c *memCluster, err error, proposals func() int) {
+	t.Helper()
 	if !errors.Is(err, ErrOutcomeUnknown) || !MayHaveApplied(err) {
 		t.Fatalf("apply: %v; want ErrOutcomeUnknown", err)
 	}
-	if n := proposals(); n != 1 {
-		t.Fatalf("the write was proposed %d times; want once", n)
-	}
+	wantProposals(t, proposals, 1)
 	c.net.heal()
 	applyOK(t, c.leader(), meshPut(t, "after"))
-	if n := proposals(); n != 1 {
-		t.Fatalf("the write was proposed %d times; want once", n)
+	wantProposals(t, proposals, 1)
+}
+
+func wantProposals(t *testing.T, proposals func() int, want int) {
+	t.Helper()
+	if n := proposals(); n != want {
+		t.Fatalf("the write was proposed %d times; want %d", n, want)
 	}
 }
 
@@ -183,9 +179,7 @@ func TestFollowerPartitionedRefusesWithoutProposing(t *testing.T) {
 	if !errors.Is(err, ErrNoQuorum) || MayHaveApplied(err) {
 		t.Fatalf("apply on a cut follower: %v; want ErrNoQuorum that was not applied", err)
 	}
-	if n := proposals(); n != 0 {
-		t.Fatalf("proposed %d times; want never", n)
-	}
+	wantProposals(t, proposals, 0)
 	c.net.heal()
 	applyOK(t, follower, meshPut(t, victim.Name))
 
@@ -212,13 +206,9 @@ func TestRefusedBeforeProposingIsRetriedOnce(t *testing.T) {
 	if !errors.Is(err, ErrNoQuorum) || MayHaveApplied(err) {
 		t.Fatalf("apply: %v; want ErrNoQuorum that was not applied", err)
 	}
-	if n := proposals(); n != 0 {
-		t.Fatalf("proposed %d times; want never", n)
-	}
+	wantProposals(t, proposals, 0)
 	applyOK(t, follower, meshPut(t, victim.Name))
-	if n := proposals(); n != 1 {
-		t.Fatalf("proposed %d times; want once", n)
-	}
+	wantProposals(t, proposals, 1)
 }
 
 // TestForwarderClosesWhileLeaderCommits: the follower that forwarded a write

@@ -69,7 +69,7 @@ func (m *memNet) env(host string) *env {
 			if err != nil {
 				return nil, err
 			}
-			l := &memListener{net: m, addr: tcp, key: addr, connCh: make(chan net.Conn), closed: make(chan struct{})}
+			l := &memListener{chanListener: newChanListener(tcp, nil), net: m, key: addr}
 			m.listeners[addr] = l
 			m.hostOf[addr] = host
 			return l, nil
@@ -200,28 +200,18 @@ func (m *memNet) heal() {
 	}
 }
 
-// memListener is a replica's Raft+RPC port.
+// memListener is a replica's Raft+RPC port: the mux's chanListener, fed by
+// memNet.dial, that leaves the network when it closes.
 type memListener struct {
-	net    *memNet
-	addr   *net.TCPAddr
-	key    string
-	connCh chan net.Conn
-	closed chan struct{}
-	once   sync.Once
-}
-
-func (l *memListener) Accept() (net.Conn, error) {
-	select {
-	case c := <-l.connCh:
-		return c, nil
-	case <-l.closed:
-		return nil, net.ErrClosed
-	}
+	*chanListener
+	net  *memNet
+	key  string
+	once sync.Once
 }
 
 func (l *memListener) Close() error {
 	l.once.Do(func() {
-		close(l.closed)
+		_ = l.chanListener.Close()
 		l.net.mu.Lock()
 		if l.net.listeners[l.key] == l {
 			delete(l.net.listeners, l.key)
@@ -230,8 +220,6 @@ func (l *memListener) Close() error {
 	})
 	return nil
 }
-
-func (l *memListener) Addr() net.Addr { return l.addr }
 
 // memGossip is a memberlist transport: packets are delivered or dropped
 // (never blocking, like UDP), streams are pipes.
